@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,13 @@ from .audio import write_audio
 
 #: The first ESC-50 categories with their official target numbers (meta/esc50.csv).
 ESC50_CATEGORIES = ["dog", "rooster", "pig", "cow", "frog", "cat", "hen", "insects", "sheep", "crow"]
+
+#: NSynth instrument families in instrument_family order
+NSYNTH_FAMILIES = ["bass", "brass", "flute", "guitar", "keyboard", "mallet", "organ", "reed", "string",
+                   "synth_lead", "vocal"]
+NSYNTH_SOURCES = ["acoustic", "electronic", "synthetic"]
+NSYNTH_QUALITIES = ["bright", "dark", "distortion", "fast_decay", "long_release", "multiphonic", "nonlinear_env",
+                    "percussive", "reverb", "tempo-synced"]
 
 
 def synth_clip(class_index: int, rng: np.random.Generator, sample_rate: int = 16000, seconds: float = 1.0,
@@ -46,4 +54,42 @@ def make_esc50_tree(root: str | Path, n_classes: int = 5, clips_per_class_per_fo
     (root / "meta").mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows, columns=["filename", "fold", "target", "category", "esc10", "src_file", "take"]).to_csv(
         root / "meta" / "esc50.csv", index=False)
+    return root
+
+
+def make_nsynth_tree(root: str | Path, families: tuple[str, ...] = ("bass", "keyboard", "organ"),
+                     train_only: tuple[str, ...] = ("synth_lead",), notes: dict[str, int] | None = None,
+                     seconds: float = 0.3, seed: int = 0, sample_rate: int = 16000) -> Path:
+    """``nsynth-{train,valid,test}/examples.json`` + ``audio/<note_str>.wav``.
+
+    ``notes[split]`` notes per family; families in ``train_only`` appear only in train (as ``synth_lead``
+    in the real dataset).
+    """
+    root = Path(root)
+    notes = notes or {"train": 4, "valid": 2, "test": 2}
+    rng = np.random.default_rng(seed)
+    note_id = 0
+    for split, n in notes.items():
+        examples = {}
+        for family in families + (train_only if split == "train" else ()):
+            family_index = NSYNTH_FAMILIES.index(family)
+            source = int(rng.integers(0, 3))
+            instrument = int(rng.integers(0, 1000))
+            instrument_str = f"{family}_{NSYNTH_SOURCES[source]}_{instrument % 100:03d}"
+            for k in range(n):
+                pitch, velocity = 40 + 3 * k, [25, 50, 75, 100, 127][k % 5]
+                note_str = f"{instrument_str}-{pitch:03d}-{velocity:03d}"
+                qualities = [int(rng.random() < 0.2) for _ in NSYNTH_QUALITIES]
+                examples[note_str] = {
+                    "note": note_id, "note_str": note_str, "instrument": instrument, "instrument_str": instrument_str,
+                    "pitch": pitch, "velocity": velocity, "sample_rate": sample_rate, "qualities": qualities,
+                    "qualities_str": [q for q, on in zip(NSYNTH_QUALITIES, qualities) if on],
+                    "instrument_family": family_index, "instrument_family_str": family,
+                    "instrument_source": source, "instrument_source_str": NSYNTH_SOURCES[source],
+                }
+                note_id += 1
+                write_audio(root / f"nsynth-{split}/audio/{note_str}.wav", synth_clip(family_index, rng, sample_rate, seconds),
+                            sample_rate)
+        (root / f"nsynth-{split}").mkdir(parents=True, exist_ok=True)
+        (root / f"nsynth-{split}/examples.json").write_text(json.dumps(examples, indent=4))
     return root

@@ -6,7 +6,6 @@ index, so a linear probe can learn the classes. Short clips at 16 kHz keep the t
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +19,7 @@ SR = 16000
 #: UrbanSound8K's classes in classID order (metadata/UrbanSound8K.csv)
 US8K_CLASSES = ["air_conditioner", "car_horn", "children_playing", "dog_bark", "drilling", "engine_idling",
                 "gun_shot", "jackhammer", "siren", "street_music"]
-#: NSynth instrument families in instrument_family order
-NSYNTH_FAMILIES = ["bass", "brass", "flute", "guitar", "keyboard", "mallet", "organ", "reed", "string",
-                   "synth_lead", "vocal"]
-NSYNTH_SOURCES = ["acoustic", "electronic", "synthetic"]
-NSYNTH_QUALITIES = ["bright", "dark", "distortion", "fast_decay", "long_release", "multiphonic", "nonlinear_env",
-                    "percussive", "reverb", "tempo-synced"]
+
 
 
 def _write(path: Path, class_index: int, rng: np.random.Generator, seconds: float) -> None:
@@ -73,42 +67,6 @@ def make_spcv2_tree(root: Path, words: tuple[str, ...] = ("no", "up", "yes"), sp
     (root / "LICENSE").write_text("CC BY 4.0\n")
     (root / "README.md").write_text("Speech Commands Data Set v0.02\n")
     return expected
-
-
-def make_nsynth_tree(root: Path, families: tuple[str, ...] = ("bass", "keyboard", "organ"),
-                     train_only: tuple[str, ...] = ("synth_lead",), notes: dict[str, int] | None = None,
-                     seconds: float = 0.3, seed: int = 0) -> Path:
-    """``nsynth-{train,valid,test}/examples.json`` + ``audio/<note_str>.wav``.
-
-    ``notes[split]`` notes per family; families in ``train_only`` appear only in train (as ``synth_lead``
-    in the real dataset).
-    """
-    notes = notes or {"train": 4, "valid": 2, "test": 2}
-    rng = np.random.default_rng(seed)
-    note_id = 0
-    for split, n in notes.items():
-        examples = {}
-        for family in families + (train_only if split == "train" else ()):
-            family_index = NSYNTH_FAMILIES.index(family)
-            source = int(rng.integers(0, 3))
-            instrument = int(rng.integers(0, 1000))
-            instrument_str = f"{family}_{NSYNTH_SOURCES[source]}_{instrument % 100:03d}"
-            for k in range(n):
-                pitch, velocity = 40 + 3 * k, [25, 50, 75, 100, 127][k % 5]
-                note_str = f"{instrument_str}-{pitch:03d}-{velocity:03d}"
-                qualities = [int(rng.random() < 0.2) for _ in NSYNTH_QUALITIES]
-                examples[note_str] = {
-                    "note": note_id, "note_str": note_str, "instrument": instrument, "instrument_str": instrument_str,
-                    "pitch": pitch, "velocity": velocity, "sample_rate": SR, "qualities": qualities,
-                    "qualities_str": [q for q, on in zip(NSYNTH_QUALITIES, qualities) if on],
-                    "instrument_family": family_index, "instrument_family_str": family,
-                    "instrument_source": source, "instrument_source_str": NSYNTH_SOURCES[source],
-                }
-                note_id += 1
-                _write(root / f"nsynth-{split}/audio/{note_str}.wav", family_index, rng, seconds)
-        (root / f"nsynth-{split}").mkdir(parents=True, exist_ok=True)
-        (root / f"nsynth-{split}/examples.json").write_text(json.dumps(examples, indent=4))
-    return root
 
 
 def make_custom_tree(root: Path, group: str = "split", n_classes: int = 3, per_class: int = 6,

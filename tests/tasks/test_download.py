@@ -20,7 +20,7 @@ from evar.download import (
 from evar.errors import EvarError
 from evar.synth import make_esc50_tree
 
-from .layouts import make_nsynth_tree
+from evar.synth import make_nsynth_tree
 
 
 def sha256(data: bytes) -> str:

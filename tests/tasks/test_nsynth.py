@@ -11,7 +11,7 @@ import evar
 from evar.api import probe
 from evar.errors import EvarError
 
-from .layouts import make_nsynth_tree
+from evar.synth import make_nsynth_tree
 
 
 @pytest.fixture
