@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import csv
+import errno
 import fcntl
+import io
 import json
+import os
+import sys
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from .errors import EvarError
 from .paths import results_dir
 
 #: Columns of ``results/scores.csv``; ``settings`` holds every protocol setting as JSON.
@@ -25,10 +30,54 @@ def scores_path(directory: str | Path | None = None) -> Path:
     return Path(directory or results_dir()) / "scores.csv"
 
 
+def skipped_log_path(directory: str | Path | None = None) -> Path:
+    """``skipped.log`` beside ``scores.csv``: one line per file a run left out (``--on-error skip``)."""
+    return Path(directory or results_dir()) / "skipped.log"
+
+
+def _row_line(record: dict[str, Any]) -> bytes:
+    buffer = io.StringIO()
+    csv.DictWriter(buffer, fieldnames=COLUMNS).writerow(record)
+    return buffer.getvalue().encode()
+
+
+def _drop_incomplete_tail(path: Path) -> None:
+    """Cut a last line without its newline (a run killed while writing, or a full disk) so the next row
+    starts on a line of its own; say so, naming the file."""
+    with open(path, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        f.seek(max(0, size - (1 << 20)))
+        tail = f.read()
+        keep = size - len(tail) + tail.rfind(b"\n") + 1 if b"\n" in tail else 0
+        f.truncate(keep)
+    print(f"evar: warning: {path}: removed an incomplete last line ({size - keep} bytes, left by an "
+          "interrupted write); the complete rows are kept", file=sys.stderr)
+
+
+def _append_bytes(path: Path, data: bytes) -> None:
+    """One ``write`` on an ``O_APPEND`` descriptor, then fsync: a row is on disk whole or not at all."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        written = os.write(fd, data)
+        if written != len(data):  # a short write (disk full): take the fragment back
+            os.ftruncate(fd, os.fstat(fd).st_size - written)
+            raise OSError(errno.ENOSPC, f"short write to {path}")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def append_result(row: dict[str, Any], directory: str | Path | None = None) -> dict[str, Any]:
     """Append one run to ``scores.csv`` under an exclusive lock (safe when runs finish together).
 
-    Fills ``run_id``, ``date`` and ``evar_version``; lists and dicts are stored as JSON.
+    Fills ``run_id``, ``date`` and ``evar_version``; lists and dicts are stored as JSON. The row is
+    written with a single append, so a killed process leaves no partial row. Files a run skipped
+    (``settings["skipped"]``: ``[{"file", "reason"}]``) are also listed in ``skipped.log``.
     """
     from . import __version__
 
@@ -40,21 +89,41 @@ def append_result(row: dict[str, Any], directory: str | Path | None = None) -> d
     record = {c: json.dumps(row[c]) if isinstance(row.get(c), (list, dict)) else row.get(c, "") for c in COLUMNS}
     path = scores_path(directory)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        new = not path.exists() or path.stat().st_size == 0
-        with open(path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS)
-            if new:
-                writer.writeheader()
-            writer.writerow(record)
-            f.flush()
+    line = _row_line(record)
+    skipped = row.get("settings", {}).get("skipped") if isinstance(row.get("settings"), dict) else None
+    try:
+        with open(path.with_name(path.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if path.exists() and path.stat().st_size:
+                _drop_incomplete_tail(path)
+            if not path.exists() or path.stat().st_size == 0:
+                line = ",".join(COLUMNS).encode() + b"\r\n" + line
+            _append_bytes(path, line)
+            if skipped:
+                _append_bytes(skipped_log_path(directory), "".join(
+                    f"{row['date']}\t{row['run_id']}\t{row.get('task', '')}\t{row.get('model', '')}\t"
+                    f"{item.get('file', '') if isinstance(item, dict) else item}\t"
+                    f"{item.get('reason', '') if isinstance(item, dict) else ''}\n" for item in skipped).encode())
+    except OSError as exc:
+        raise EvarError(f"{path}: cannot append the result ({exc.strerror or exc}); the file keeps its complete "
+                        "rows: free space or fix permissions, then run again") from exc
     return row
 
 
 def read_results(directory: str | Path | None = None) -> pd.DataFrame:
-    """All runs as a DataFrame (empty with the right columns when there are none)."""
+    """All runs as a DataFrame (empty with the right columns when there are none).
+
+    A last line without its newline (a write cut short by an older version) is left out with a warning.
+    """
     path = scores_path(directory)
     if not path.is_file():
         return pd.DataFrame(columns=COLUMNS)
-    return pd.read_csv(path, dtype={"layers": str, "weights": str, "weights_sha256": str}, keep_default_na=False)
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        cut = data.rfind(b"\n") + 1
+        print(f"evar: warning: {path}: ignoring an incomplete last line ({len(data) - cut} bytes)", file=sys.stderr)
+        data = data[:cut]
+    if not data:
+        return pd.DataFrame(columns=COLUMNS)
+    return pd.read_csv(io.BytesIO(data), dtype={"layers": str, "weights": str, "weights_sha256": str},
+                       keep_default_na=False)
