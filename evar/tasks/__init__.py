@@ -15,8 +15,8 @@ import pandas as pd
 from ..errors import EvarError
 from ..paths import prepared_tasks_dir
 from .base import (
-    LABEL_SEPARATOR, ON_ERROR_CHOICES, Split, Task, TaskSpec, atomic_write_text, check_audio_files,
-    require_files, split_labels, summarise,
+    LABEL_SEPARATOR, ON_ERROR_CHOICES, Split, Task, TaskSpec, atomic_write_text, check_audio_files, check_metadata,
+    describe_findings, require_files, split_labels, summarise,
 )
 
 _REGISTRY: dict[str, TaskSpec] = {}
@@ -85,11 +85,15 @@ def save_prepared(spec: TaskSpec, root: Path, meta: pd.DataFrame, problems: list
     if meta.empty:
         raise EvarError(f"{spec.name}: no usable files under {root}")
     meta = meta[["file", "label", group]].reset_index(drop=True)
+    findings = check_metadata(spec.name, meta, group)
+    for line in describe_findings(spec.name, findings):
+        print(line, file=sys.stderr)
     info = {
         "spec": spec.to_json(),
         "root": str(Path(root).resolve()),
         "prepared": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "skipped": problems,
+        **findings,
         **summarise(meta, group),
     }
     csv_path, info_path = metadata_paths(spec.name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import posixpath
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -92,6 +93,66 @@ def check_audio_files(root: Path, meta: pd.DataFrame, on_error: str) -> tuple[pd
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise EvarError(f"{len(problems)} bad row(s) under {root}: {listed}{more}; use --on-error skip to drop them")
     return meta[keep].reset_index(drop=True), problems
+
+
+def _group_name(group: str, value) -> str:
+    return f"fold {value}" if group == "fold" else str(value)
+
+
+def check_metadata(name: str, meta: pd.DataFrame, group: str) -> dict:
+    """Check prepared rows for leakage, unseen classes and label spelling variants.
+
+    A file listed in more than one split/fold (same path once normalised) is refused: the clip
+    would be trained on and tested on. Classes found in evaluation rows but in no training rows,
+    and labels that differ only in case or spaces, are reported (returned for the task info and
+    printed by the caller); labels are never merged.
+    """
+    files = meta["file"].astype(str).map(lambda f: posixpath.normpath(f.replace("\\", "/")))
+    groups_of = meta.groupby(files)[group].agg(lambda v: sorted(set(v), key=str))
+    leaked = groups_of[groups_of.map(len) > 1]
+    if len(leaked):
+        shown = "; ".join(f"{f} in {' and '.join(_group_name(group, g) for g in gs)}"
+                          for f, gs in list(leaked.items())[:3])
+        more = f" (and {len(leaked) - 3} more)" if len(leaked) > 3 else ""
+        raise EvarError(f"{name}: {len(leaked)} file(s) listed in more than one {group} (train/test leakage): "
+                        f"{shown}{more}; fix the metadata so that each file is in exactly one {group}")
+    findings: dict = {}
+    labels = meta["label"].astype(str).map(split_labels)
+    per_group: dict[str, dict] = {}
+    for value, labs in zip(meta[group], labels):
+        for lab in labs:
+            per_group.setdefault(lab, {}).setdefault(value, 0)
+            per_group[lab][value] += 1
+    unseen = {}
+    for lab, counts in sorted(per_group.items()):
+        if group == "split" and "train" not in counts:
+            unseen[lab] = {g: n for g, n in counts.items()}
+        elif group == "fold" and len(counts) == 1:  # when that fold is the test fold, training lacks the class
+            unseen[lab] = {_group_name(group, g): n for g, n in counts.items()}
+    if unseen:
+        findings["unseen_classes"] = unseen
+    spellings: dict[str, set[str]] = {}
+    for lab in per_group:
+        spellings.setdefault(" ".join(lab.split()).casefold(), set()).add(lab)
+    variants = [sorted(v) for v in spellings.values() if len(v) > 1]
+    if variants:
+        findings["label_variants"] = {
+            " / ".join(repr(v) for v in vs): {v: sum(per_group[v].values()) for v in vs} for vs in sorted(variants)}
+    return findings
+
+
+def describe_findings(name: str, findings: dict) -> list[str]:
+    """One warning line per finding of ``check_metadata``, saying what to do."""
+    lines = []
+    for lab, counts in findings.get("unseen_classes", {}).items():
+        where = ", ".join(f"{n} file(s) in {g}" for g, n in counts.items())
+        lines.append(f"evar: warning: {name}: class {lab!r} has no training clips ({where}); its clips cannot be "
+                     "predicted and are left out of the score — add training clips or fix the label")
+    for spelled, counts in findings.get("label_variants", {}).items():
+        where = ", ".join(f"{v!r} ({n} file(s))" for v, n in counts.items())
+        lines.append(f"evar: warning: {name}: labels {where} differ only in case or spaces; they are kept as "
+                     "different classes — fix the metadata if they are one class")
+    return lines
 
 
 def shipped_split_table(task: str, filename: str, key: str) -> dict[str, str]:
