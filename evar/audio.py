@@ -16,7 +16,8 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     """Read ``path`` as mono float32 at ``sample_rate``.
 
     Raises AudioError naming the file when it is missing, unreadable, empty or holds NaN/inf.
-    Silence is valid audio and is returned as is.
+    Any channel count is mixed to mono and any rate resampled. Silence is valid audio (datasets hold
+    silent clips; leaving them out would change the protocol's test set) and is returned as is.
     """
     path = Path(path)
     if not path.is_file():
@@ -24,7 +25,7 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     try:
         wav, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises several types for corrupt files
-        raise AudioError(f"{path}: cannot read audio ({exc})") from exc
+        raise AudioError(f"{path}: cannot read audio ({read_error_reason(exc)})") from exc
     if wav.shape[0] == 0:
         raise AudioError(f"{path}: audio is empty (0 samples)")
     if not np.isfinite(wav).all():
@@ -33,6 +34,15 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     if file_rate != sample_rate:
         wav = soxr.resample(wav, file_rate, sample_rate, quality="HQ").astype(np.float32)
     return np.ascontiguousarray(wav, dtype=np.float32)
+
+
+def read_error_reason(exc: Exception) -> str:
+    """libsndfile's reason without the path it repeats: ``Error opening 'x.wav': Format not recognised.``
+    becomes ``Format not recognised``."""
+    text = str(exc).strip()
+    if text.startswith("Error opening") and "': " in text:
+        text = text.split("': ", 1)[1]
+    return text.rstrip(".") or type(exc).__name__
 
 
 def crop_or_pad(wav: np.ndarray, n_samples: int, offset: int | None = 0) -> np.ndarray:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
+import pickle
+import re
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,35 +49,55 @@ def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def download(url: str, dest: str | Path, sha256: str | None = None, progress: bool = True) -> Path:
-    """Download ``url`` to ``dest``, resuming a partial ``dest.part``, verifying ``sha256``.
-
-    The file appears at ``dest`` only when complete and verified (rename of the ``.part``).
-    """
+def _fetch(url: str, part: Path, progress: bool, desc: str) -> None:
+    """Append the rest of ``url`` to ``part`` (a Range request from its current size)."""
     from tqdm import tqdm
 
+    done = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={done}-"} if done else {})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        if done and response.status != 206:  # server ignored the range: start again
+            done = 0
+        total = response.headers.get("Content-Length")
+        total = int(total) + done if total is not None else None
+        with open(part, "ab" if done else "wb") as out, tqdm(
+            total=total, initial=done, unit="B", unit_scale=True, desc=desc, disable=not progress
+        ) as bar:
+            while True:
+                try:
+                    chunk = response.read(1 << 20)
+                except http.client.IncompleteRead as exc:  # connection dropped: keep what arrived
+                    out.write(exc.partial)
+                    raise
+                if not chunk:
+                    break
+                out.write(chunk)
+                bar.update(len(chunk))
+        if total is not None and part.stat().st_size < total:
+            raise http.client.IncompleteRead(b"", total - part.stat().st_size)
+
+
+def download(url: str, dest: str | Path, sha256: str | None = None, progress: bool = True,
+             attempts: int = 3) -> Path:
+    """Download ``url`` to ``dest``, resuming a partial ``dest.part``, verifying ``sha256``.
+
+    A dropped connection is resumed (HTTP Range) up to ``attempts`` times in this call; the file
+    appears at ``dest`` only when complete and verified (rename of the ``.part``).
+    """
     dest = Path(dest)
     if dest.is_file() and (sha256 is None or file_sha256(dest) == sha256):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    done = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={done}-"} if done else {})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            if done and response.status != 206:  # server ignored the range: start again
-                done = 0
-            total = response.headers.get("Content-Length")
-            total = int(total) + done if total is not None else None
-            with open(part, "ab" if done else "wb") as out, tqdm(
-                total=total, initial=done, unit="B", unit_scale=True, desc=dest.name, disable=not progress
-            ) as bar:
-                while chunk := response.read(1 << 20):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-    except OSError as exc:
-        raise EvarError(f"download of {url} failed ({exc}); run again to resume from {part}, "
-                        f"or download it yourself and pass --weights PATH") from exc
+    for attempt in range(1, attempts + 1):
+        try:
+            _fetch(url, part, progress, dest.name)
+            break
+        except (OSError, http.client.HTTPException) as exc:
+            if attempt == attempts:
+                have = part.stat().st_size if part.exists() else 0
+                raise EvarError(f"download of {url} failed ({exc!r}); {have} bytes kept in {part}: run again to "
+                                "resume, or download it yourself and pass --weights PATH") from exc
     if sha256 is not None:
         got = file_sha256(part)
         if got != sha256:
@@ -97,6 +120,9 @@ def resolve_weights(key: str, path: str | Path | None = None, allow_download: bo
         return path
     cached = weights_cache_dir() / spec.filename
     if cached.is_file():
+        if spec.sha256 is not None and (got := file_sha256(cached)) != spec.sha256:
+            raise EvarError(f"{cached}: sha256 mismatch (expected {spec.sha256}, got {got}): the cached file is "
+                            f"damaged or not the official one; delete it (evar downloads it again) or pass --weights PATH")
         return cached
     if not allow_download:
         raise EvarError(
@@ -117,14 +143,28 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     Unwraps the common containers (``state_dict``, ``model``) so callers get a flat mapping.
     """
     path = Path(path)
+    if not path.is_file():
+        raise EvarError(f"{path}: checkpoint file not found")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as exc:
+            raise EvarError(f"{path}: cannot load as safetensors ({exc}); is the file complete?") from exc
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc)) or re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(exc))
+        what = f"it would import {found.group(1)}" if found and "GLOBAL" in found.group(0) else \
+            f"it holds more than tensors ({found.group(1).strip() if found else 'unsupported pickle content'})"
+        raise EvarError(f"{path}: cannot load as a safe checkpoint, refused: {what}; evar loads checkpoints with "
+                        "weights_only=True so no code in a checkpoint runs; use the official file, or convert a file "
+                        "you trust to .safetensors") from exc
     except Exception as exc:
-        raise EvarError(f"{path}: cannot load as a safe checkpoint ({exc})") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EvarError(f"{path}: cannot load as a safe checkpoint ({first})") from exc
     for container in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(container), dict):
             obj = obj[container]

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
+from ..audio import read_error_reason
 from ..errors import EvarError
 
 ON_ERROR_CHOICES = ("fail", "skip")
@@ -84,7 +85,7 @@ def check_audio_files(root: Path, meta: pd.DataFrame, on_error: str) -> tuple[pd
                 elif info.frames == 0:
                     reason = "audio is empty (0 samples)"
             except Exception as exc:
-                reason = f"unreadable audio ({str(exc).strip()})"
+                reason = f"unreadable audio ({read_error_reason(exc)})"
         if reason:
             keep[i] = False
             problems.append({"file": str(rel), "reason": reason})
