@@ -1,4 +1,4 @@
-"""HEAR 2021 task directories (hear-preprocess output) as evar tasks; scene-level tasks only.
+"""HEAR 2021 task directories (hear-preprocess output) as evar tasks, scene or event.
 
 Layout written by hearbenchmark/hear-preprocess (``FinalCombine``), as in the Zenodo archives
 ``hear-2021.0.6/tasks/<task>-<version>-<mode>/``::
@@ -30,6 +30,7 @@ from ..errors import EvarError
 from . import (
     LABEL_SEPARATOR, Task, TaskSpec, _REGISTRY, _load_builtins, check_audio_files, require_files, save_prepared,
 )
+from .sed import DEFAULT_METRIC, EVENT_METRICS, save_event_task
 
 HINT = "point --root at one HEAR task folder (the one holding task_metadata.json)"
 KFOLD_MODES = ("presplit_kfold", "new_split_kfold")
@@ -53,10 +54,7 @@ def read_hear_metadata(root: Path) -> dict:
                if not isinstance(meta, dict) or k not in meta]
     if missing:
         raise EvarError(f"{path}: missing key(s) {missing}; not a HEAR task_metadata.json")
-    if meta["embedding_type"] == "event":
-        raise EvarError(f"{root}: HEAR task {meta['task_name']!r} is an event (timestamp) task; evar's linear "
-                        "probe evaluates scene-level tasks only")
-    if meta["embedding_type"] != "scene":
+    if meta["embedding_type"] not in ("scene", "event"):
         raise EvarError(f"{path}: unknown embedding_type {meta['embedding_type']!r} (expected scene or event)")
     if meta["prediction_type"] not in ("multiclass", "multilabel"):
         raise EvarError(f"{path}: unknown prediction_type {meta['prediction_type']!r} "
@@ -117,6 +115,29 @@ def _labels(split_json: Path, multilabel: bool) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["name", "label"])
 
 
+def _events(split_json: Path) -> tuple[pd.DataFrame, list[str]]:
+    """Events (file name, onset s, offset s, label) of one event task ``<split>.json`` (times there in ms),
+    and every file name it lists (a file with an empty list has no events)."""
+    table = _read_json(split_json)
+    if not isinstance(table, dict):
+        raise EvarError(f"{split_json}: expected an object {{file: [{{label, start, end}}, ...]}}")
+    rows = []
+    for name, events in table.items():
+        if not isinstance(events, list):
+            raise EvarError(f"{split_json}: {name}: expected a list of events, got {events!r}")
+        for event in events:
+            try:
+                start, end, label = float(event["start"]), float(event["end"]), str(event["label"])
+            except (TypeError, KeyError, ValueError):
+                raise EvarError(f"{split_json}: {name}: expected events {{\"label\", \"start\", \"end\"}} "
+                                f"(ms), got {event!r}") from None
+            if not 0 <= start < end:
+                raise EvarError(f"{split_json}: {name}: event {event!r} needs 0 <= start < end (ms)")
+            rows.append((name, start / 1000.0, end / 1000.0, label))
+    events = pd.DataFrame(rows, columns=["name", "onset", "offset", "label"])
+    return events, list(table)
+
+
 def _mean_duration(root: Path, files: pd.Series) -> float:
     """Mean clip duration rounded to 0.01 s (the unit for tasks without a fixed sample_duration)."""
     durations = [sf.info(str(root / f)).duration for f in files]
@@ -145,6 +166,8 @@ def prepare_hear(root: str | Path, name: str | None = None, sample_rate: int | N
     groups = _groups(meta, path)
     rate = _audio_rate(root, list(groups), sample_rate)
     multilabel = meta["prediction_type"] == "multilabel"
+    if meta["embedding_type"] == "event":
+        return _prepare_events(root, meta, name, groups, rate, unit_sec, on_error)
     parts = []
     for split, (column, value) in groups.items():
         require_files(root, f"{split}.json", hint=HINT)
@@ -169,3 +192,32 @@ def prepare_hear(root: str | Path, name: str | None = None, sample_rate: int | N
                     description=f"HEAR {meta['task_name']} ({meta['prediction_type']}, {meta['split_mode']})",
                     source=str(root.resolve()))
     return save_prepared(spec, root, table, problems)
+
+
+def _prepare_events(root: Path, meta: dict, name: str, groups: dict[str, tuple[str, object]], rate: int,
+                    unit_sec: float | None, on_error: str) -> Task:
+    """An event task folder as an evar event task (clips + events, see :mod:`evar.tasks.sed`)."""
+    clips, events = [], []
+    for split, (column, value) in groups.items():
+        require_files(root, f"{split}.json", hint=HINT)
+        table, names = _events(root / f"{split}.json")
+        prefix = f"{rate}/{split}/"
+        clips.append(pd.DataFrame({"file": [prefix + n for n in names], column: value}))
+        events.append(table.assign(file=prefix + table["name"])[["file", "onset", "offset", "label"]])
+    clips_table, events_table = pd.concat(clips, ignore_index=True), pd.concat(events, ignore_index=True)
+    if clips_table.empty:
+        raise EvarError(f"{root}: the split JSONs list no files")
+    evaluation = meta.get("evaluation") or []
+    metric = evaluation[0] if evaluation and evaluation[0] in EVENT_METRICS else DEFAULT_METRIC
+    if unit_sec is None:
+        duration = meta.get("sample_duration")
+        present = clips_table["file"][[(root / f).is_file() for f in clips_table["file"]]]
+        unit_sec = float(duration) if duration else _mean_duration(root, present) if len(present) else 1.0
+    if not unit_sec > 0:
+        raise EvarError(f"unit_sec must be positive, got {unit_sec}")
+    n_classes = len(pd.read_csv(root / "labelvocabulary.csv")) if (root / "labelvocabulary.csv").is_file() else None
+    kfold = meta["split_mode"] in KFOLD_MODES
+    spec = TaskSpec(name, float(unit_sec), n_classes, len(groups) if kfold else 0, True,
+                    description=f"HEAR {meta['task_name']} (event, {meta['split_mode']}, {metric})",
+                    source=str(root.resolve()))
+    return save_event_task(spec, root, clips_table, events_table, on_error, metric)
