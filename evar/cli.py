@@ -204,6 +204,35 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="smoke run: generate an ESC-50-shaped dataset, prepare, probe, leaderboard")
     p.add_argument("--dir", default="demo", help="where to write the generated dataset")
     p.add_argument("--byola-weights", help="BYOL-A 512-d checkpoint to include byola in the run")
+
+    p = sub.add_parser("sweep", help="every model on every task (resumable: done jobs are skipped, failed ones retried)")
+    p.add_argument("--models", required=True, help="comma-separated models, a layer fusion as name+layers: byola,cnn14+2,5")
+    p.add_argument("--tasks", required=True, help="comma-separated prepared tasks, e.g. esc50,us8k,spcv2")
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", type=int, default=1, help="number of seeds, 42 upwards (default 1; EVAR's papers: 3)")
+    seeds.add_argument("--seed-list", help="explicit comma-separated seeds, e.g. 42,43,44")
+    p.add_argument("--protocol", choices=["linear", "finetune"], default="linear",
+                   help="linear: one job per (model, task) over all seeds; finetune: one per (model, task, seed)")
+    p.add_argument("--weights", help="checkpoints per model: MODEL=PATH,MODEL=PATH (default: official weights)")
+    p.add_argument("--model-options", type=_json_dict, help='JSON per model, e.g. \'{"byola": {"mel": "byola"}}\'')
+    p.add_argument("--backend", choices=["local", "ray"], default="local", help="local (this process) or ray")
+    p.add_argument("--address", help="ray: cluster address, e.g. ray://head:10001 (default: start a local instance)")
+    p.add_argument("--num-cpus", type=float, default=1, help="ray: CPUs per task")
+    p.add_argument("--num-gpus", type=float, default=0, help="ray: GPUs per task (fractions allowed)")
+    p.add_argument("--max-retries", type=int, default=3, help="ray: retries of a task whose worker died")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes for audio decoding")
+    p.add_argument("--on-error", choices=["fail", "skip"], default="fail",
+                   help="bad audio: the job fails (fail) or skips the file and reports it (skip)")
+    p.add_argument("--lr", type=float, default=3e-4, help="linear probe learning rate")
+    p.add_argument("--max-epochs", type=int, default=200, help="linear probe epochs at most")
+    p.add_argument("--patience", type=int, default=20, help="linear probe early-stopping patience")
+
+    p = sub.add_parser("status", help="jobs of the last sweep (or --sweep ID): done, running, failed, with reasons")
+    p.add_argument("--sweep", help="sweep id (or its start); default: the sweep run last")
+    p.add_argument("--all", action="store_true", help="every job ever recorded, from all sweeps")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     return parser
 
 
@@ -387,6 +416,39 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
     run_demo(Path(args.dir), args.byola_weights)
+
+
+def _per_model(text: str | None) -> dict[str, str]:
+    pairs = [part.partition("=") for part in (text or "").split(",") if part.strip()]
+    if any(not sep or not name.strip() or not value.strip() for name, sep, value in pairs):
+        raise EvarError(f"--weights expects MODEL=PATH,MODEL=PATH, got {text!r}")
+    return {name.strip(): value.strip() for name, _, value in pairs}
+
+
+@command("sweep")
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import LocalBackend, RayBackend, RunOptions, make_grid, parse_models, run_sweep
+
+    seeds = [int(s) for s in args.seed_list.split(",")] if args.seed_list else list(range(42, 42 + args.seeds))
+    settings = {"lr": args.lr, "max_epochs": args.max_epochs, "patience": args.patience} if args.protocol == "linear" else {}
+    jobs = make_grid(parse_models(args.models), [t.strip() for t in args.tasks.split(",") if t.strip()], seeds,
+                     args.protocol, weights=_per_model(args.weights), options=args.model_options, **settings)
+    backend = (RayBackend(args.address, args.num_cpus, args.num_gpus, args.max_retries) if args.backend == "ray"
+               else LocalBackend())
+    report = run_sweep(jobs, backend, RunOptions(args.device, args.batch_size, args.num_workers, args.on_error,
+                                                 progress=True))
+    print(report.summary())
+    for job_id, reason in report.failed.items():
+        print(f"  failed {job_id}: {reason}")
+    print(f"details: evar status --sweep {report.sweep_id}")
+    return 0 if report.ok else 1
+
+
+@command("status")
+def cmd_status(args: argparse.Namespace) -> None:
+    from .sweep import status_text
+
+    print(status_text(args.sweep, args.format, all_jobs=args.all), end="")
 
 
 def main(argv: list[str] | None = None) -> int:
