@@ -108,3 +108,22 @@ def test_grid_parsing_and_errors() -> None:
         make_grid(["byola"], ["esc50"], protocol="zero-shot")
     with pytest.raises(EvarError, match="no sweep recorded"):
         status_text()
+
+
+def test_cli_sweep_and_status(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    prepare_esc50(tmp_path)
+    args = ["sweep", "--models", "melspec", "--tasks", "esc50,spcv2", "--seed-list", "42,7", "--max-epochs", "5"]
+    assert main(args) == 1  # spcv2 is not prepared
+    out = capsys.readouterr().out
+    assert "1 done now, 0 already done, 1 failed" in out and "not prepared" in out
+    prepare_spcv2(tmp_path)
+    assert main(args) == 0
+    assert "1 done now, 1 already done, 0 failed" in capsys.readouterr().out
+    assert main(["status", "--format", "json"]) == 0
+    jobs = json.loads(capsys.readouterr().out)["jobs"]
+    assert [(j["task"], j["state"], j["seeds"], j["attempts"]) for j in jobs] == [
+        ("esc50", "done", "42,7", 1), ("spcv2", "done", "42,7", 2)]
+    assert main(["sweep", "--models", "melspec", "--tasks", "esc50", "--weights", "melspec"]) == 2
+    assert "--weights expects MODEL=PATH" in capsys.readouterr().err
+    assert main(["status", "--sweep", "nope"]) == 2
+    assert "sweep 'nope' not found" in capsys.readouterr().err
