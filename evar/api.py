@@ -48,7 +48,18 @@ def probe(task: str, model: str, weights: str | None = None, layers: Sequence[in
           on_error: str = "fail", lr: float = 3e-4, max_epochs: int = 200, patience: int = 20,
           record: bool = True, progress: bool = True, encoder: Encoder | None = None,
           options: dict | None = None) -> ProbeResult:
-    """EVAR linear evaluation of ``model`` on ``task``; appends a row to ``results/scores.csv`` when ``record``."""
+    """EVAR linear evaluation of ``model`` on ``task``; appends a row to ``results/scores.csv`` when ``record``.
+
+    An event (SED) task runs the frame-level probe of :func:`evar.sed.probe_sed` instead (BCE loss).
+    """
+    from .tasks.sed import is_event_task
+
+    if is_event_task(task):
+        from .sed import probe_sed
+
+        return probe_sed(task, model, weights, layers, seeds, device, batch_size, on_error, lr=lr,
+                         max_epochs=max_epochs, patience=patience, record=record, progress=progress,
+                         encoder=encoder, options=options)
     if encoder is None and ":" not in model:
         get_encoder_spec(model)  # an unknown name fails before any work
     prepared = load_task(task)

@@ -70,10 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("what", choices=["models", "tasks"])
 
     p = sub.add_parser("prepare", help="prepare a task's metadata from its official download layout")
-    p.add_argument("task", help="task name, `custom` (with --csv/--name) or `hear` (a HEAR 2021 task folder)")
+    p.add_argument("task", help="task name, `custom` (with --csv/--name), `sed` (events CSV with --csv/--name) "
+                   "or `hear` (a HEAR 2021 task folder, scene or event)")
     p.add_argument("--root", required=True, help="the dataset folder as downloaded (or the audio root for custom)")
     p.add_argument("--on-error", choices=["fail", "skip"], default="fail")
-    p.add_argument("--csv", help="custom task: CSV with file,label,split or file,label,fold")
+    p.add_argument("--csv", help="custom task: CSV with file,label,split or file,label,fold; "
+                   "sed task: file,onset,offset,label,split (or fold), times in seconds")
     p.add_argument("--name", help="custom or hear task: its name")
     p.add_argument("--unit-sec", type=float, help="custom task: clip duration in seconds")
 
@@ -99,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--max-epochs", type=int, default=200)
     p.add_argument("--patience", type=int, default=20)
+    p.add_argument("--loss", choices=["bce", "afl", "soft_f1"], default="bce",
+                   help="event (SED) tasks: frame loss; afl: asymmetric focal loss, soft_f1: soft F-measure")
+    p.add_argument("--afl-gamma", type=float, default=0.0, help="event tasks, afl: focus on active frames")
+    p.add_argument("--afl-zeta", type=float, default=1.0, help="event tasks, afl: focus on inactive frames")
 
     p = sub.add_parser("finetune", help="fine-tune an encoder on a task (EVAR protocol); appends to results/scores.csv")
     p.add_argument("--task", required=True)
@@ -271,6 +277,12 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         if not args.csv or not args.name:
             raise EvarError("prepare custom needs --csv FILE and --name NAME")
         task = prepare_custom(args.csv, args.root, args.name, args.unit_sec, args.on_error)
+    elif args.task == "sed":
+        from .tasks.sed import prepare_sed
+
+        if not args.csv or not args.name:
+            raise EvarError("prepare sed needs --csv FILE and --name NAME")
+        task = prepare_sed(args.csv, args.root, args.name, args.unit_sec, args.on_error)
     elif args.task == "hear":
         from .tasks.hear import prepare_hear
 
@@ -328,6 +340,22 @@ def cmd_probe(args: argparse.Namespace) -> None:
     from .api import probe
 
     seeds = [int(s) for s in args.seeds.split(",")]
+    from .tasks.sed import is_event_task
+
+    if is_event_task(args.task):
+        from .sed import probe_sed
+
+        if args.layers == "all":
+            raise EvarError("--layers all is not available for event (SED) tasks; give the layers to fuse")
+        result = probe_sed(args.task, args.model, weights=args.weights, layers=_layers(args.layers), seeds=seeds,
+                           device=args.device, batch_size=args.batch_size, on_error=args.on_error, loss=args.loss,
+                           lr=args.lr, max_epochs=args.max_epochs, patience=args.patience, afl_gamma=args.afl_gamma,
+                           afl_zeta=args.afl_zeta, options=args.model_options)
+        last = result.settings["sed"][-1]
+        print(f"{result.model} on {result.task}: {result.metric} {100 * result.mean:.2f} ± {100 * result.std:.2f}; "
+              f"segment 1 s F1 {100 * last['segment_1s']['f_measure']:.2f}, ER {last['segment_1s']['error_rate']:.3f}"
+              f" ({last['round']}, seed {last['seed']})")
+        return
     if args.layers == "all":
         from .api import probe_layers
 
