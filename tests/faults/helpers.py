@@ -51,11 +51,16 @@ def cli(*args: str) -> CliRun:
     return CliRun(rc, out.getvalue(), err.getvalue())
 
 
-def cli_subprocess(*args: str, prelude: str = "", **popen) -> subprocess.Popen:
-    """``evar ARGS`` in a fresh Python process (``prelude`` runs first, e.g. to shrink CHUNK_ROWS)."""
-    code = f"import sys\n{prelude}\nfrom evar.cli import main\nsys.exit(main({[str(a) for a in args]!r}))"
+def python_subprocess(code: str) -> subprocess.Popen:
+    """``python -c CODE`` in the repository with this process's environment (the tests' EVAR_* folders)."""
     return subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=dict(os.environ), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def cli_subprocess(*args: str, prelude: str = "") -> subprocess.Popen:
+    """``evar ARGS`` in a fresh Python process (``prelude`` runs first, e.g. to shrink CHUNK_ROWS)."""
+    return python_subprocess(f"import sys\n{prelude}\nfrom evar.cli import main\n"
+                             f"sys.exit(main({[str(a) for a in args]!r}))")
 
 
 def make_task_tree(root: Path, per_class: dict[str, int] | None = None, seed: int = 0) -> tuple[Path, Path]:
