@@ -356,7 +356,8 @@ class Recorder:
 
     def failed_with(self, job: Job, exc: BaseException) -> None:
         reason = describe_error(exc)
-        self.store.update(job, state="failed", reason=reason, finished=_now(),
+        start = (self.store.read(job.id) or {}).get("start_time", time.time())
+        self.store.update(job, state="failed", reason=reason, finished=_now(), seconds=round(time.time() - start, 3),
                           traceback="".join(traceback.format_exception(exc))[-4000:])
         self.running.discard(job.id)
         self.failed[job.id] = reason
@@ -499,6 +500,9 @@ class RayBackend:
                     info, results = values[0], values[1:]
                     recorder.finished(job, linear_row(job, [r for r, _ in results], [s for _, s in results],
                                                       info, run))
+            except ray.exceptions.WorkerCrashedError as exc:
+                recorder.failed_with(job, EvarError(f"its worker died {self.max_retries + 1} times (killed, out of "
+                                                    f"memory or crashed; see the Ray worker logs): {exc}"))
             except Exception as exc:
                 recorder.failed_with(job, exc)
 
@@ -557,7 +561,8 @@ def run_sweep(jobs: Sequence[Job], backend: str | LocalBackend | RayBackend = "l
     recorder = Recorder(store, backend.name)
     try:
         with _Heartbeat(recorder):
-            backend.run(todo, recorder, run)
+            if todo:
+                backend.run(todo, recorder, run)
     except BaseException as exc:  # interrupted (or the backend broke): no job stays "running"
         for job in (j for j in todo if j.id in recorder.running):
             recorder.failed_with(job, exc if not isinstance(exc, KeyboardInterrupt) else EvarError("interrupted"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -127,3 +128,41 @@ def test_cli_sweep_and_status(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     assert "--weights expects MODEL=PATH" in capsys.readouterr().err
     assert main(["status", "--sweep", "nope"]) == 2
     assert "sweep 'nope' not found" in capsys.readouterr().err
+
+
+def test_heartbeat_and_a_row_written_before_a_crash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    job = make_grid(["melspec"], ["esc50"])[0]
+    store = JobStore()
+    recorder = sweep.Recorder(store, "local")
+    with sweep._Heartbeat(recorder, interval=0.05):
+        recorder.started(job)
+        first = store.read(job.id)["heartbeat"]
+        time.sleep(0.3)
+    assert store.read(job.id)["heartbeat"] > first and store.read(job.id)["pid"] == os.getpid()
+
+    # the process died after appending the row and before marking the job done: the rerun finds the row
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    evar.results.append_result({"run_id": "abc123", "model": "melspec", "task": "esc50"})
+    store.update(job, pid=gone.pid, run_id="abc123")
+    monkeypatch.setattr(sweep, "embed_step", _no_work)
+    report = run_sweep([job])
+    assert report.skipped == [job.id] and store.read(job.id)["state"] == "done" and len(read_results()) == 1
+
+
+def test_finetune_jobs_one_per_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    prepare_esc50(tmp_path)
+    jobs = make_grid(["melspec"], ["esc50"], seeds=(1, 2), protocol="finetune", epochs=1, batch_size=8)
+    assert run_sweep(jobs).ok
+    rows = read_results()
+    assert list(rows["protocol"]) == ["finetune"] * 2 and [json.loads(s) for s in rows["seeds"]] == [[1], [2]]
+    assert [JobStore().read(j.id)["run_id"] for j in jobs] == list(rows["run_id"])
+    monkeypatch.setattr(sweep, "finetune_step", _no_work)
+    assert len(run_sweep(jobs).skipped) == 2 and len(read_results()) == 2
+
+
+def test_ray_backend_without_ray_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(EvarError, match=r"pip install evar-bench\[ray\]"):
+        run_sweep(make_grid(["melspec"], ["esc50"]), backend="ray")
+    assert JobStore().read(make_grid(["melspec"], ["esc50"])[0].id)["state"] == "pending"

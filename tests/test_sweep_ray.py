@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import evar.sweep as sweep
+from evar.cli import main
 from evar.results import read_results
 from evar.sweep import JobStore, RayBackend, make_grid, run_sweep
 from sweep_support import comparable, grid, prepare_esc50, prepare_spcv2
@@ -29,7 +30,8 @@ def _backend(**steps) -> RayBackend:
     return type("TestRayBackend", (RayBackend,), {k: staticmethod(f) for k, f in steps.items()})(num_cpus=1)
 
 
-def test_ray_rows_equal_local_rows_and_rerun_does_no_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ray_rows_equal_local_rows_and_rerun_does_no_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture) -> None:
     prepare_esc50(tmp_path)
     prepare_spcv2(tmp_path)
     jobs = grid(tmp_path)
@@ -47,6 +49,11 @@ def test_ray_rows_equal_local_rows_and_rerun_does_no_work(tmp_path: Path, monkey
 
     again = run_sweep(jobs, backend=_backend(embed_step=no_work, probe_step=no_work, finetune_step=no_work))
     assert again.ok and not again.done and len(again.skipped) == 4
+    byola = [j for j in jobs if j.model == "byola"][0]
+    assert main(["sweep", "--models", "melspec,byola", "--tasks", "esc50,spcv2", "--seed-list", "42,43",
+                 "--weights", f"byola={byola.weights}", "--max-epochs", "20", "--patience", "5",
+                 "--backend", "ray"]) == 0  # the same grid from the command line: the same job ids
+    assert "0 done now, 4 already done, 0 failed" in capsys.readouterr().out
     assert len(read_results()) == 4
 
 
