@@ -1,4 +1,4 @@
-"""HEAR 2021 task folders (hear-preprocess layout) prepared as evar tasks."""
+"""HEAR 2021 task folders (hear-preprocess layout) prepared as evar tasks (scene; event tasks also in tests/test_sed_task.py)."""
 
 from __future__ import annotations
 
@@ -91,8 +91,19 @@ def test_errors(tmp_path: Path):
     with pytest.raises(EvarError, match="expected task_metadata.json"):
         prepare_hear(tmp_path)
     root = make_hear_task(tmp_path / "event", embedding_type="event", rates=(16000,), clips_per_class=1)
-    with pytest.raises(EvarError, match="event .*scene-level tasks only"):
+    meta = json.loads((root / "task_metadata.json").read_text())
+    (root / "task_metadata.json").write_text(json.dumps({**meta, "embedding_type": "timestamp"}))
+    with pytest.raises(EvarError, match="unknown embedding_type 'timestamp'"):
         prepare_hear(root)
+
+
+def test_event_folder_becomes_an_event_task(tmp_path: Path):
+    from evar.tasks.sed import is_event_task, load_events
+
+    root = make_hear_task(tmp_path / "event", embedding_type="event", rates=(16000,), clips_per_class=1)
+    task = prepare_hear(root, name="tiny_events")
+    assert is_event_task("tiny_events") and task.spec.multilabel and task.spec.n_classes == 3
+    assert load_events(task)["16000/train/train-dog-0.wav"] == [(0.1, 0.4, "dog")]  # 100-400 ms
     root = make_hear_task(tmp_path / "t", rates=(16000,), clips_per_class=1)
     with pytest.raises(EvarError, match="built-in task"):
         prepare_hear(root, name="esc50")
