@@ -29,7 +29,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -40,7 +40,7 @@ from .errors import EvarError
 from .linear import ProbeResult, evaluate_embeddings
 from .paths import cache_dir, embeddings_dir, prepared_tasks_dir, results_dir
 from .results import append_result, read_results
-from .tasks import Task, load_task
+from .tasks import Split, Task, load_task
 from .tasks.base import atomic_write_text
 
 PROTOCOLS = ("linear", "finetune")
@@ -255,7 +255,7 @@ class _OneRound:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._task, name)
 
-    def splits(self):
+    def splits(self) -> Iterator[Split]:
         return iter([list(self._task.splits())[self._index]])
 
 
@@ -398,7 +398,7 @@ class LocalBackend:
     name = "local"
 
     def run(self, jobs: Sequence[Job], recorder: Recorder, run: RunOptions) -> None:
-        env = worker_env()
+        env: dict[str, str] = {}  # the steps run here, with this process's folders
         for job in (j for j in jobs if j.protocol == "finetune"):
             recorder.started(job)
             try:
