@@ -261,8 +261,13 @@ class _OneRound:
 
 def embed_step(job_spec: dict, run: RunOptions, env: dict[str, str]) -> tuple[np.ndarray, dict]:
     """Embeddings of a job's task (from the cache when present) and what its row records of the encoder."""
+    from .tasks.sed import is_event_task
+
     os.environ.update(env)
     job = Job.from_spec(job_spec)
+    if is_event_task(job.task):
+        raise EvarError(f"{job.task} is an event (SED) task, which sweeps do not run yet; "
+                        f"use: evar probe --task {job.task} --model {job.model}")
     encoder = create_encoder(job.model, weights=job.weights, layers=list(job.layers) or None, device=run.device,
                              **job.options)
     layers = encoder.indices if isinstance(encoder, LayerFusion) else list(job.layers)
