@@ -76,10 +76,16 @@ class HearModel(nn.Module):
         return torch.cat(self._per_clip(audio, self.encoder.embed))
 
     def timestamps(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frame embeddings ``(n_sounds, T, D)`` and their timestamps ``(n_sounds, T)`` in milliseconds."""
+        """Frame embeddings ``(n_sounds, T, D)`` and their timestamps ``(n_sounds, T)`` in milliseconds.
+
+        Frames centred after the end of the audio (computed on the encoder's padding, e.g. MSM-MAE's
+        160 ms patch columns) are dropped, since HEAR requires timestamps within the audio; one frame
+        is always kept.
+        """
         frames, seconds = self._frames(audio)
-        ms = (seconds.to(frames.device, torch.float32) * 1000.0).expand(frames.shape[0], -1)
-        return frames, ms
+        ms = seconds.to(frames.device, torch.float32) * 1000.0
+        n = max(1, int((ms <= 1000.0 * audio.shape[-1] / self.sample_rate).sum()))
+        return frames[:, :n], ms[:n].expand(frames.shape[0], -1)
 
 
 def load_model(model_file_path: str = "", model_name: str | None = None, layers: Sequence[int | str] | None = None,

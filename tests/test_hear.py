@@ -221,3 +221,16 @@ def test_byola_statistics_in_the_hear_module(byola512_weights: Path):
         np.testing.assert_allclose(scene[i].numpy(), reference.embed(audio[i:i + 1])[0].numpy(), rtol=1e-5, atol=1e-5)
     with pytest.raises(EvarError, match="norm_stats must be"):
         hear.load_model(str(byola512_weights), model_name="byola", norm_stats="task")
+
+
+@pytest.mark.parametrize("model_name", ["byola", "msm_mae"])
+def test_deterministic_checkpoints_pass_the_validator(model_name: str, tmp_path: Path):
+    """The HEAR export of a CNN (BYOL-A) and a transformer (MSM-MAE ViT-B) on official-format seeded checkpoints
+    (tests/encoder_checkpoints.py), so the check runs without the released weights."""
+    from encoder_checkpoints import write_checkpoint
+
+    weights, kwargs = write_checkpoint(model_name, tmp_path)
+    report = validate_module("evar.hear_api", model_file=str(weights), model_options={"model_name": model_name, **kwargs})
+    assert report.ok, report.format()
+    assert {"timestamps.unit", "timestamp_embeddings.batch_independent", "scene_embeddings.size"} <= {
+        c.name for c in report.checks if c.status == "pass"}
