@@ -277,14 +277,14 @@ def _round(d: dict) -> dict:
 
 
 def probe_sed(task: str, model: str, weights: str | None = None, layers: Sequence[int | str] | None = None,
-              seeds: Sequence[int] = (42,), device: str = "cpu", batch_size: int = 16, on_error: str = "fail",
+              seeds: Sequence[int] = (42,), device: str = "cpu", batch_size: int | None = None, on_error: str = "fail",
               loss: str = "bce", lr: float = 1e-3, max_epochs: int = 100, patience: int = 10,
               afl_gamma: float = 0.0, afl_zeta: float = 1.0, valid_fraction: float = 0.1, record: bool = True,
               progress: bool = True, encoder: Encoder | None = None, options: dict | None = None) -> ProbeResult:
     """Frame-level linear probe of ``model`` on event task ``task``; scores its test clips' detections.
 
     The score is the task's primary event-based F-measure (HEAR's ``evaluation[0]``, by default
-    ``event_onset_200ms_fms``); ``settings`` holds per round and seed the onset F-measure (200 ms),
+    ``event_onset_200ms_fms``); ``batch_size`` counts whole clips (default 16); ``settings`` holds per round and seed the onset F-measure (200 ms),
     the segment-based F1 and error rate (1 s), and the chosen post-processing. Appends a row with
     protocol ``sed`` to ``results/scores.csv`` when ``record``.
     """
@@ -302,7 +302,7 @@ def probe_sed(task: str, model: str, weights: str | None = None, layers: Sequenc
     if encoder.needs_stats:
         encoder.set_stats(*_stats(encoder, [prepared.paths()[i] for i in splits[0].train]))
     every = np.arange(len(prepared))
-    frames = embed_clip_frames(encoder, prepared, every, batch_size, on_error, progress)
+    frames = embed_clip_frames(encoder, prepared, every, batch_size or 16, on_error, progress)
     rounds, scores, details = [], [], []
     for split in splits:
         round_scores = []
