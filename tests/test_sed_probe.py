@@ -102,3 +102,13 @@ def test_hear_event_folder_with_focal_and_soft_f1_losses(tmp_path: Path):
     for loss in ("afl", "soft_f1"):
         other = probe_sed("hear_sed", "melspec", loss=loss, afl_gamma=1.0, max_epochs=30, record=False, progress=False)
         assert other.settings["loss"] == loss and 0.0 <= other.mean <= 1.0
+
+
+def test_encoder_with_task_statistics(tmp_path: Path):
+    """BYOL-A normalises with statistics of the training clips: measured on whole clips before the frames."""
+    from encoder_checkpoints import write_checkpoint
+
+    weights, _ = write_checkpoint("byola", tmp_path / "ckpt")
+    prepare_hear(make_hear_event_task(tmp_path / "t", clips={"train": 4, "valid": 2, "test": 2}), name="sed_stats")
+    result = probe_sed("sed_stats", "byola", weights=str(weights), max_epochs=10, record=False, progress=False)
+    assert result.settings["encoder"]["class"] == "BYOLAEncoder" and 0.0 <= result.mean <= 1.0
