@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from .extract import embed_files, embed_task
+from .extract import embed_files, embed_task, parse_shard, skipped_clips
 from .encoders import create_encoder, get_encoder_spec
 from .encoders.base import Encoder, LayerFusion
 from .errors import EvarError
 from .linear import ProbeResult, evaluate_embeddings
+from .paths import results_dir
 from .results import append_result
 from .tasks import Task, load_task
+from .tasks.base import atomic_write_text
 
 
 def model_label(model: str, layers: Sequence[int | str] | None = None) -> str:
@@ -26,28 +29,35 @@ def _encoder(model: str, weights: str | None, layers, device: str, **encoder_kwa
 
 
 def embed(model: str, task: str | None = None, files: Sequence[str | Path] | None = None, weights: str | None = None,
-          layers: Sequence[int | str] | None = None, device: str = "cpu", batch_size: int = 64, num_workers: int = 0,
-          on_error: str = "fail", unit_sec: float | None = None, progress: bool = True,
+          layers: Sequence[int | str] | None = None, device: str = "cpu", batch_size: int | None = None,
+          num_workers: int = 0, on_error: str = "fail", unit_sec: float | None = None, progress: bool = True,
           encoder: Encoder | None = None, options: dict | None = None,
-          stats: tuple[float, float] | None = None) -> np.ndarray:
+          stats: tuple[float, float] | None = None, shard: str | tuple[int, int] | None = None,
+          dtype: str = "float32") -> np.ndarray | None:
     """Embeddings of a prepared task (cached under ``embeddings/``) or of files (``unit_sec`` optional).
 
     ``options`` are the encoder factory's keyword arguments (e.g. ``{"mel": "byola"}``); ``stats``
-    fixes the normalisation statistics of encoders that need them when embedding files.
+    fixes the normalisation statistics of encoders that need them when embedding files. ``shard``
+    (``"i/n"``) computes one shard of a task's embeddings (None is returned until all shards are done);
+    ``dtype="float16"`` stores them at half the size.
     """
     encoder = encoder or _encoder(model, weights, layers, device, **(options or {}))
     if task is not None:
+        if isinstance(shard, str):
+            shard = parse_shard(shard)
         return embed_task(encoder, load_task(task), model_label(model, layers), batch_size, num_workers, on_error,
-                          progress=progress)
+                          progress=progress, shard=shard, dtype=dtype)
+    if shard is not None:
+        raise EvarError("--shard applies to a task's embeddings, not to files")
     embeddings, _ = embed_files(encoder, files or [], unit_sec, batch_size, num_workers, on_error, progress, stats)
     return embeddings
 
 
 def probe(task: str, model: str, weights: str | None = None, layers: Sequence[int | str] | None = None,
-          seeds: Sequence[int] = (42,), device: str = "cpu", batch_size: int = 64, num_workers: int = 0,
+          seeds: Sequence[int] = (42,), device: str = "cpu", batch_size: int | None = None, num_workers: int = 0,
           on_error: str = "fail", lr: float = 3e-4, max_epochs: int = 200, patience: int = 20,
           record: bool = True, progress: bool = True, encoder: Encoder | None = None,
-          options: dict | None = None) -> ProbeResult:
+          options: dict | None = None, dtype: str = "float32") -> ProbeResult:
     """EVAR linear evaluation of ``model`` on ``task``; appends a row to ``results/scores.csv`` when ``record``.
 
     An event (SED) task runs the frame-level probe of :func:`evar.sed.probe_sed` instead (BCE loss).
@@ -67,18 +77,20 @@ def probe(task: str, model: str, weights: str | None = None, layers: Sequence[in
     if isinstance(encoder, LayerFusion):
         layers = encoder.indices  # names and negative indices become 0-based indices in labels and rows
     label = model_label(model, layers)
-    X = embed_task(encoder, prepared, label, batch_size, num_workers, on_error, progress=progress)
-    settings = _settings(prepared, encoder, device, lr, max_epochs, patience)
+    X = embed_task(encoder, prepared, label, batch_size, num_workers, on_error, progress=progress, dtype=dtype)
+    skipped = skipped_clips(prepared, encoder, label, dtype)
+    settings = {**_settings(prepared, encoder, device, lr, max_epochs, patience), "embedding_dtype": dtype,
+                "skipped_files": sorted(skipped)}
     rounds, scores = evaluate_embeddings(X, prepared, seeds, progress, lr=lr, max_epochs=max_epochs,
                                          patience=patience, device=device)
     result = ProbeResult(task, label, prepared.spec.metric, rounds, list(seeds), scores, settings)
     if record:
-        _record(result, model, layers, weights, encoder)
+        _record(result, model, layers, weights, encoder, skipped)
     return result
 
 
 def probe_layers(task: str, model: str, weights: str | None = None, seeds: Sequence[int] = (42,),
-                 device: str = "cpu", batch_size: int = 64, num_workers: int = 0, on_error: str = "fail",
+                 device: str = "cpu", batch_size: int | None = None, num_workers: int = 0, on_error: str = "fail",
                  lr: float = 3e-4, max_epochs: int = 200, patience: int = 20, progress: bool = True,
                  options: dict | None = None) -> list[ProbeResult]:
     """A probe per intermediate layer (time-averaged, as in layer fusion), from one embedding pass.
@@ -112,14 +124,19 @@ def _settings(task: Task, encoder: Encoder, device: str, lr: float, max_epochs: 
 
 
 def _record(result: ProbeResult, model: str, layers: Sequence[int | str] | None, weights: str | None,
-            encoder: Encoder) -> None:
-    append_result({
+            encoder: Encoder, skipped: dict[str, str] | None = None) -> None:
+    """Append the results row; files left out (``--on-error skip``) go to ``results/skipped/<run_id>.log`` too."""
+    row = append_result({
         "protocol": "linear", "model": model, "layers": ",".join(str(l) for l in layers or []), "task": result.task,
         "metric": result.metric, "score": round(result.mean, 6), "std": round(result.std, 6),
         "n_folds": len(result.rounds), "fold_scores": result.scores, "seeds": result.seeds,
         "weights": str(weights) if weights else ("official" if get_spec_weights(model) else ""),
         "weights_sha256": encoder.weights_sha256 or "", "settings": result.settings,
     })
+    if skipped:
+        log = results_dir() / "skipped" / f"{row['run_id']}.log"
+        atomic_write_text(log, "".join(f"{file}\t{reason}\n" for file, reason in sorted(skipped.items())))
+        print(f"evar: {len(skipped)} file(s) left out of {result.task}; listed in {log}", file=sys.stderr)
 
 
 def get_spec_weights(model: str) -> str | None:

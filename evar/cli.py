@@ -51,8 +51,11 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layers", help="comma-separated layers to fuse (EUSIPCO 2022), e.g. 3,6; "
                    "with probe: `all` probes each layer separately")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="clips per encoder batch (default: about 32 s of audio, e.g. 8 clips of 4 s)")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes for audio decoding")
+    p.add_argument("--dtype", choices=["float32", "float16"], default="float32",
+                   help="storage type of cached task embeddings (float16: half the disk and memory)")
     p.add_argument("--on-error", choices=["fail", "skip"], default="fail",
                    help="bad audio: stop (fail) or skip it and report (skip)")
     p.add_argument("--model-options", type=_json_dict, default=None,
@@ -93,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unit-sec", type=float, help="with files: crop/pad every clip to this duration")
     p.add_argument("--stats", type=_mean_std, help="with files: normalisation MEAN,STD for encoders that need "
                    "dataset statistics (BYOL-A, AST, MSM-MAE); default: measured on the given files")
+    p.add_argument("--shard", help="with --task: compute shard I/N only (I from 0, e.g. $SLURM_ARRAY_TASK_ID/16); "
+                   "the last shard to finish assembles the embeddings")
 
     p = sub.add_parser("probe", help="linear evaluation (EVAR protocol); appends to results/scores.csv")
     _model_options(p)
@@ -227,8 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-gpus", type=float, default=0, help="ray: GPUs per task (fractions allowed)")
     p.add_argument("--max-retries", type=int, default=3, help="ray: retries of a task whose worker died")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="clips per encoder batch (default: about 32 s of audio, e.g. 8 clips of 4 s)")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes for audio decoding")
+    p.add_argument("--dtype", choices=["float32", "float16"], default="float32",
+                   help="storage type of cached task embeddings (float16: half the disk and memory)")
     p.add_argument("--on-error", choices=["fail", "skip"], default="fail",
                    help="bad audio: the job fails (fail) or skips the file and reports it (skip)")
     p.add_argument("--lr", type=float, default=3e-4, help="linear probe learning rate")
@@ -322,8 +330,11 @@ def cmd_embed(args: argparse.Namespace) -> None:
             raise EvarError("--out PATH.npy is required when embedding files")
     emb = embed(args.model, task=args.task, files=files, weights=args.weights, layers=_layers(args.layers),
                 device=args.device, batch_size=args.batch_size, num_workers=args.num_workers,
-                on_error=args.on_error, unit_sec=args.unit_sec, options=args.model_options, stats=args.stats)
-    if files:
+                on_error=args.on_error, unit_sec=args.unit_sec, options=args.model_options, stats=args.stats,
+                shard=args.shard, dtype=args.dtype)
+    if emb is None:
+        print(f"shard {args.shard} of {args.task} done; the embeddings are assembled when every shard has finished")
+    elif files:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".tmp")
@@ -348,7 +359,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
         if args.layers == "all":
             raise EvarError("--layers all is not available for event (SED) tasks; give the layers to fuse")
         result = probe_sed(args.task, args.model, weights=args.weights, layers=_layers(args.layers), seeds=seeds,
-                           device=args.device, batch_size=args.batch_size, on_error=args.on_error, loss=args.loss,
+                           device=args.device, batch_size=args.batch_size or 16, on_error=args.on_error, loss=args.loss,
                            lr=args.lr, max_epochs=args.max_epochs, patience=args.patience, afl_gamma=args.afl_gamma,
                            afl_zeta=args.afl_zeta, options=args.model_options)
         last = result.settings["sed"][-1]
@@ -369,7 +380,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
     result = probe(args.task, args.model, weights=args.weights, layers=_layers(args.layers), seeds=seeds,
                    device=args.device, batch_size=args.batch_size, num_workers=args.num_workers,
                    on_error=args.on_error, lr=args.lr, max_epochs=args.max_epochs, patience=args.patience,
-                   options=args.model_options)
+                   options=args.model_options, dtype=args.dtype)
     per_round = ", ".join(f"{name} {100 * sum(s) / len(s):.2f}" for name, s in zip(result.rounds, result.scores))
     print(f"{result.model} on {result.task}: {result.metric} {100 * result.mean:.2f} ± {100 * result.std:.2f} ({per_round})")
 

@@ -22,10 +22,17 @@ class EvarRunningStats:
         self.sq = 0.0
 
     def put(self, x: torch.Tensor) -> None:
+        """Add one batch of front-end output."""
         x = x.double()
-        batch_mean = float(x.mean())
+        self.put_moments(x.numel(), float(x.sum()), float((x * x).sum()))
+
+    def put_moments(self, count: int, total: float, total_sq: float) -> None:
+        """Add one batch given its element count, sum and sum of squares (the batch may be computed in
+        pieces, so a batch of 256 long clips never has to be in memory at once)."""
+        batch_mean = total / count
         self.mean = batch_mean if self.n == 0 else self.mean + (batch_mean - self.mean) / self.n
-        batch_sq = float(((x - self.mean) ** 2).mean())
+        # mean squared deviation from the updated running mean, from the moments
+        batch_sq = total_sq / count - 2 * self.mean * batch_mean + self.mean ** 2
         self.sq = batch_sq if self.n == 0 else self.sq + (batch_sq - self.sq) / self.n
         self.n += 1
 

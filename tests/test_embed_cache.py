@@ -118,3 +118,77 @@ def test_random_crops_follow_the_relative_file_name(tmp_path: Path) -> None:
     assert not np.array_equal(first[0], first[1])
     for a, b in zip(first, moved):
         np.testing.assert_array_equal(a, b)
+
+
+def test_shards_merge_into_the_unsharded_embeddings(task, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(embed_module, "CHUNK_ROWS", 3)  # 20 clips -> 7 chunks over 3 shards
+    reference = np.array(embed_task(MelSpecEncoder(), task, "melspec", batch_size=2, progress=False,
+                                    root=tmp_path / "whole"))
+    counts = []
+    for index in (2, 0, 1):  # any order; the last shard to finish assembles
+        encoder = CountingMelSpec()
+        X = embed_task(encoder, task, "melspec", batch_size=2, progress=False, root=tmp_path / "sharded",
+                       shard=(index, 3))
+        counts.append(encoder.clips)
+        assert (X is None) == (index != 1)
+    assert counts == [6, 8, 6]  # chunks {2,5}, {0,3,6 (2 clips)}, {1,4}: each clip embedded once
+    np.testing.assert_array_equal(X, reference)
+    again = CountingMelSpec()
+    np.testing.assert_array_equal(embed_task(again, task, "melspec", progress=False, root=tmp_path / "sharded"), X)
+    assert again.clips == 0
+
+
+def test_shard_argument_is_checked() -> None:
+    assert embed_module.parse_shard("3/16") == (3, 16)
+    for bad in ("16/16", "3", "a/b", "-1/4"):
+        with pytest.raises(evar.errors.EvarError, match="shard"):
+            embed_module.parse_shard(bad)
+
+
+def test_float16_storage_halves_the_cache(task, tmp_path: Path) -> None:
+    full = embed_task(MelSpecEncoder(), task, "melspec", progress=False)
+    half = embed_task(MelSpecEncoder(), task, "melspec", progress=False, dtype="float16")
+    assert full.dtype == np.float32 and half.dtype == np.float16
+    np.testing.assert_allclose(half, full, rtol=1e-3, atol=1e-3)
+    assert cache_folder(MelSpecEncoder(), task, "melspec", 5.0, 42, dtype="float16")[0] != \
+        cache_folder(MelSpecEncoder(), task, "melspec", 5.0, 42)[0]
+
+
+def test_stats_pass_audio_is_reused_and_matches_two_passes(task, byola512_weights: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training clips are decoded once: the statistics pass keeps them for the embedding pass, and the
+    statistics and embeddings equal those of a separate statistics pass (EVAR's two passes)."""
+    decoded: list[str] = []
+    load = embed_module.load_audio
+    monkeypatch.setattr(embed_module, "load_audio", lambda path, sr: decoded.append(Path(path).name) or load(path, sr))
+    encoder = evar.load_encoder("byola", weights=str(byola512_weights))
+    X = np.array(embed_task(encoder, task, "byola", progress=False))
+    assert sorted(decoded) == sorted(p.name for p in task.paths())  # each clip once
+    assert not list(cache_folder(encoder, task, "byola", 5.0, 42)[0].glob("stats-audio-*"))
+
+    two_pass = evar.load_encoder("byola", weights=str(byola512_weights))
+    stats = embed_module.measure_stats(two_pass, task, 5.0)
+    assert stats == tuple(json.loads((cache_folder(encoder, task, "byola", 5.0, 42)[0] / "manifest.json")
+                                     .read_text())["stats"])
+    two_pass.set_stats(*stats)
+    dataset = embed_module.ClipDataset(task.paths(), 16000, 80000, task.random_crop_rows(), 42,
+                                       keys=list(task.meta["file"]))
+    plain = np.concatenate([two_pass.embed(wav).numpy() for _, wav, _ in embed_module._loader(dataset, 8, 0)])
+    # the cached run uses the Conv+BN-folded, channels-last copy: equal up to float rounding
+    np.testing.assert_allclose(X, plain, rtol=1e-4, atol=1e-4 * float(np.abs(plain).max()))
+
+
+def test_inference_copy_folds_batchnorm_and_keeps_layers(byola512_weights: Path) -> None:
+    encoder = evar.load_encoder("byola", weights=str(byola512_weights))
+    encoder.set_stats(-5.0, 4.0)
+    fast = embed_module.optimised_for_inference(encoder)
+    assert fast is not encoder and not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in encoder.modules())  # the original is untouched
+    wav = 0.1 * torch.randn(3, 16000, generator=torch.Generator().manual_seed(0))
+    expected = encoder.embed(wav)
+    np.testing.assert_allclose(fast.embed(wav), expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
+    fused = evar.encoders.LayerFusion(encoder, [0, 3])
+    np.testing.assert_allclose(embed_module.optimised_for_inference(fused).embed(wav), fused.embed(wav),
+                               rtol=1e-4, atol=1e-3)
+    melspec = MelSpecEncoder()
+    assert embed_module.optimised_for_inference(melspec) is melspec  # nothing to fold: used as it is
