@@ -30,11 +30,6 @@ def scores_path(directory: str | Path | None = None) -> Path:
     return Path(directory or results_dir()) / "scores.csv"
 
 
-def skipped_log_path(directory: str | Path | None = None) -> Path:
-    """``skipped.log`` beside ``scores.csv``: one line per file a run left out (``--on-error skip``)."""
-    return Path(directory or results_dir()) / "skipped.log"
-
-
 def _row_line(record: dict[str, Any]) -> bytes:
     buffer = io.StringIO()
     csv.DictWriter(buffer, fieldnames=COLUMNS).writerow(record)
@@ -76,8 +71,7 @@ def append_result(row: dict[str, Any], directory: str | Path | None = None) -> d
     """Append one run to ``scores.csv`` under an exclusive lock (safe when runs finish together).
 
     Fills ``run_id``, ``date`` and ``evar_version``; lists and dicts are stored as JSON. The row is
-    written with a single append, so a killed process leaves no partial row. Files a run skipped
-    (``settings["skipped"]``: ``[{"file", "reason"}]``) are also listed in ``skipped.log``.
+    written with a single append, so a killed process leaves no partial row.
     """
     from . import __version__
 
@@ -90,7 +84,6 @@ def append_result(row: dict[str, Any], directory: str | Path | None = None) -> d
     path = scores_path(directory)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = _row_line(record)
-    skipped = row.get("settings", {}).get("skipped") if isinstance(row.get("settings"), dict) else None
     try:
         with open(path.with_name(path.name + ".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -99,11 +92,6 @@ def append_result(row: dict[str, Any], directory: str | Path | None = None) -> d
             if not path.exists() or path.stat().st_size == 0:
                 line = ",".join(COLUMNS).encode() + b"\r\n" + line
             _append_bytes(path, line)
-            if skipped:
-                _append_bytes(skipped_log_path(directory), "".join(
-                    f"{row['date']}\t{row['run_id']}\t{row.get('task', '')}\t{row.get('model', '')}\t"
-                    f"{item.get('file', '') if isinstance(item, dict) else item}\t"
-                    f"{item.get('reason', '') if isinstance(item, dict) else ''}\n" for item in skipped).encode())
     except OSError as exc:
         raise EvarError(f"{path}: cannot append the result ({exc.strerror or exc}); the file keeps its complete "
                         "rows: free space or fix permissions, then run again") from exc

@@ -3,7 +3,9 @@ subprocess, and the results store read back."""
 
 from __future__ import annotations
 
+import builtins
 import contextlib
+import errno
 import io
 import json
 import os
@@ -15,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from evar.audio import write_audio
 from evar.cli import main
@@ -98,9 +99,85 @@ def results_rows(results: Path) -> pd.DataFrame:
     return frame
 
 
-def needs_lead(why: str) -> pytest.MarkDecorator:
-    """A case whose behaviour the issue requires from extract.py/api.py (owned by the lead), not there yet.
+class DiskBudget:
+    """A disk that fills up: files opened for writing under ``folder`` share ``budget`` bytes.
 
-    Strict: once the behaviour exists the test passes, the mark fails the run, and the mark must go.
+    A write that would grow the files past the budget writes what still fits and then raises
+    ``OSError(ENOSPC)``, as a full disk does. Installed by patching ``open``/``io.open`` (which also
+    serve ``np.save``, ``np.lib.format.open_memmap``, ``Path.write_*`` and ``os.fdopen``), so it holds
+    whatever writer the cache uses. ``budget=None`` only counts (``used`` = bytes a run writes).
     """
-    return pytest.mark.xfail(strict=True, reason=f"needs extract.py/api.py: {why}")
+
+    def __init__(self, folder: Path, budget: int | None) -> None:
+        self.folder, self.budget, self.used = Path(folder).resolve(), budget, 0
+        self._open = io.open
+
+    def _target(self, file) -> Path | None:
+        try:
+            path = Path(os.readlink(f"/proc/self/fd/{file}")) if isinstance(file, int) else Path(file).resolve()
+        except (OSError, TypeError):
+            return None
+        return path if self.folder in path.parents else None
+
+    def open(self, file, mode: str = "r", *args, **kwargs):
+        handle = self._open(file, mode, *args, **kwargs)
+        path = self._target(file)
+        if path is None or not set(mode) & set("wax+"):
+            return handle
+        return _BudgetFile(handle, self, path)
+
+    def install(self, monkeypatch) -> "DiskBudget":
+        monkeypatch.setattr(builtins, "open", self.open)
+        monkeypatch.setattr(io, "open", self.open)
+        return self
+
+
+class _BudgetFile:
+    def __init__(self, handle, disk: DiskBudget, path: Path) -> None:
+        self._handle, self._disk, self._path = handle, disk, path
+        self._size = os.fstat(handle.fileno()).st_size
+
+    def write(self, data) -> int:
+        n = memoryview(data).nbytes if not isinstance(data, str) else len(data.encode())
+        end = self._handle.tell() + n
+        grow = max(0, end - self._size)
+        disk = self._disk
+        if disk.budget is not None and disk.used + grow > disk.budget:
+            fits = max(0, n - (disk.used + grow - disk.budget))
+            if fits:
+                self._handle.write(data[:fits])
+                self._handle.flush()
+            disk.used = disk.budget
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self._path))
+        disk.used += grow
+        self._size = max(self._size, end)
+        return self._handle.write(data)
+
+    def __enter__(self) -> "_BudgetFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._handle.close()
+
+    def __iter__(self):
+        return iter(self._handle)
+
+    def __getattr__(self, name: str):
+        return getattr(self._handle, name)
+
+
+def data_files(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (relative name -> bytes)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def assert_no_half_files(folder: Path) -> None:
+    """No temporary leftovers; every .npy loads whole and every .json parses."""
+    for path in folder.rglob("*"):
+        if not path.is_file():
+            continue
+        assert ".tmp" not in path.name and not path.name.endswith(".part"), f"left behind: {path}"
+        if path.suffix == ".npy":
+            np.load(path)  # raises on a truncated array
+        elif path.suffix == ".json":
+            json.loads(path.read_text())

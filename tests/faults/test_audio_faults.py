@@ -1,5 +1,5 @@
 """Cases 1-6: bad audio under --on-error fail (stops, no result row) and skip (run completes, skipped
-files listed in the results row and in results/skipped.log); 6-channel and 8 kHz audio is mixed and
+files listed in the results row's settings.skipped_files and in results/skipped/<run_id>.log); 6-channel and 8 kHz audio is mixed and
 resampled, all-silent audio is valid audio (accepted in both modes, finite embedding)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import evar
 from evar.audio import load_audio, write_audio
 from evar.synth import synth_clip
 
-from .helpers import FAST_PROBE, RATE, SECONDS, add_rows, cli, needs_lead, results_rows
+from .helpers import FAST_PROBE, RATE, SECONDS, add_rows, cli, results_rows
 
 BAD = "audio/test/bad.wav"
 
@@ -45,16 +45,7 @@ def _probe(mode: str):
     return cli("probe", "--task", "faulty", *FAST_PROBE, "--on-error", mode)
 
 
-HINT = needs_lead("an AudioError met while embedding under --on-error fail must say what to do, e.g. ClipDataset "
-                  "re-raising AudioError(f'{exc}; fix or remove the file, or use --on-error skip to leave it out')")
-LISTED = needs_lead("probe must put the skipped files (task.info['skipped'] from prepare + the embedding manifest's "
-                    "skipped) into the row's settings['skipped'] as [{'file', 'reason'}]; append_result then also "
-                    "writes them to results/skipped.log (and leaderboard.RUN_ONLY_SETTINGS should gain 'skipped')")
-
-
-@pytest.mark.parametrize("kind", ["unreadable", "zero-length", pytest.param("nan", marks=HINT),
-                                  pytest.param("inf", marks=HINT),
-                                  pytest.param("unreadable-after-prepare", marks=HINT)])
+@pytest.mark.parametrize("kind", ["unreadable", "zero-length", "nan", "inf", "unreadable-after-prepare"])
 def test_fail_stops_before_a_result(tree, evar_dirs: Path, kind: str) -> None:
     root, csv = tree
     add_rows(csv, [(BAD, "dog", "test")])
@@ -79,7 +70,6 @@ def test_fail_stops_before_a_result(tree, evar_dirs: Path, kind: str) -> None:
     assert results_rows(evar_dirs / "results").empty
 
 
-@LISTED
 @pytest.mark.parametrize("kind", ["unreadable", "zero-length", "nan", "inf"])
 def test_skip_completes_and_lists_the_file(tree, evar_dirs: Path, kind: str) -> None:
     root, csv = tree
@@ -92,10 +82,9 @@ def test_skip_completes_and_lists_the_file(tree, evar_dirs: Path, kind: str) -> 
     assert "bad.wav" in prepared.err + probed.err  # reported as it happens
     rows = results_rows(evar_dirs / "results")
     assert len(rows) == 1 and rows["task"][0] == "faulty"
-    skipped = json.loads(rows["settings"][0]).get("skipped")
-    assert skipped and BAD in json.dumps(skipped), "the results row does not list the skipped file"
-    log = evar_dirs / "results" / "skipped.log"
-    assert log.is_file() and BAD in log.read_text() and rows["run_id"][0] in log.read_text()
+    assert json.loads(rows["settings"][0])["skipped_files"] == [BAD]
+    log = evar_dirs / "results" / "skipped" / f"{rows['run_id'][0]}.log"
+    assert log.read_text().startswith(f"{BAD}\t") and str(log) in probed.err
 
 
 @pytest.mark.parametrize("mode", ["fail", "skip"])
@@ -113,7 +102,7 @@ def test_silent_clip_is_valid_audio(tree, evar_dirs: Path, mode: str) -> None:
     row = list(evar.load_task("faulty").meta["file"]).index(BAD)
     assert np.isfinite(X[row]).all()
     rows = results_rows(evar_dirs / "results")
-    assert len(rows) == 1 and not json.loads(rows["settings"][0]).get("skipped")
+    assert len(rows) == 1 and json.loads(rows["settings"][0])["skipped_files"] == []
 
 
 @pytest.mark.parametrize("mode", ["fail", "skip"])
