@@ -85,7 +85,7 @@ def save_prepared(spec: TaskSpec, root: Path, meta: pd.DataFrame, problems: list
     if meta.empty:
         raise EvarError(f"{spec.name}: no usable files under {root}")
     meta = meta[["file", "label", group]].reset_index(drop=True)
-    findings = check_metadata(spec.name, meta, group)
+    findings = check_metadata(spec.name, meta, group, Path(root))
     for line in describe_findings(spec.name, findings):
         print(line, file=sys.stderr)
     info = {

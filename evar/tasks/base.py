@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
 import tempfile
@@ -100,13 +101,14 @@ def _group_name(group: str, value) -> str:
     return f"fold {value}" if group == "fold" else str(value)
 
 
-def check_metadata(name: str, meta: pd.DataFrame, group: str) -> dict:
+def check_metadata(name: str, meta: pd.DataFrame, group: str, root: Path | None = None) -> dict:
     """Check prepared rows for leakage, unseen classes and label spelling variants.
 
     A file listed in more than one split/fold (same path once normalised) is refused: the clip
-    would be trained on and tested on. Classes found in evaluation rows but in no training rows,
-    and labels that differ only in case or spaces, are reported (returned for the task info and
-    printed by the caller); labels are never merged.
+    would be trained on and tested on. Reported instead (returned for the task info and printed by
+    the caller): files with the same name and the same bytes in different splits/folds (a copy of a
+    clip; checked under ``root``), classes found in evaluation rows but in no training rows, and
+    labels that differ only in case or spaces; labels are never merged.
     """
     files = meta["file"].astype(str).map(lambda f: posixpath.normpath(f.replace("\\", "/")))
     groups_of = meta.groupby(files)[group].agg(lambda v: sorted(set(v), key=str))
@@ -118,6 +120,8 @@ def check_metadata(name: str, meta: pd.DataFrame, group: str) -> dict:
         raise EvarError(f"{name}: {len(leaked)} file(s) listed in more than one {group} (train/test leakage): "
                         f"{shown}{more}; fix the metadata so that each file is in exactly one {group}")
     findings: dict = {}
+    if root is not None and (copies := _copies_across_groups(root, files, meta[group], group)):
+        findings["duplicate_audio"] = copies
     labels = meta["label"].astype(str).map(split_labels)
     per_group: dict[str, dict] = {}
     for value, labs in zip(meta[group], labels):
@@ -142,9 +146,31 @@ def check_metadata(name: str, meta: pd.DataFrame, group: str) -> dict:
     return findings
 
 
+def _copies_across_groups(root: Path, files: pd.Series, groups: pd.Series, group: str) -> list[dict]:
+    """Same-named files in different splits/folds whose bytes are identical (size first, then sha256)."""
+    frame = pd.DataFrame({"file": files, "group": groups, "base": files.map(posixpath.basename)})
+    frame = frame[frame.groupby("base")["group"].transform("nunique") > 1]
+    if frame.empty:
+        return []
+    frame = frame.assign(size=[(root / f).stat().st_size if (root / f).is_file() else -1 for f in frame["file"]])
+    frame = frame[(frame["size"] >= 0) & (frame.groupby(["base", "size"])["group"].transform("nunique") > 1)]
+    if frame.empty:
+        return []
+    frame = frame.assign(sha=[hashlib.sha256((root / f).read_bytes()).hexdigest() for f in frame["file"]])
+    copies = []
+    for _, same in frame.groupby(["base", "sha"]):
+        if same["group"].nunique() > 1:
+            copies.append({"files": list(same["file"]), "in": [_group_name(group, g) for g in same["group"]]})
+    return copies
+
+
 def describe_findings(name: str, findings: dict) -> list[str]:
     """One warning line per finding of ``check_metadata``, saying what to do."""
     lines = []
+    for copy in findings.get("duplicate_audio", []):
+        lines.append(f"evar: warning: {name}: {' and '.join(copy['files'])} hold the same audio but are in "
+                     f"{' and '.join(copy['in'])} (a clip in train and test inflates the score); remove the copy "
+                     "if it is one recording")
     for lab, counts in findings.get("unseen_classes", {}).items():
         where = ", ".join(f"{n} file(s) in {g}" for g, n in counts.items())
         lines.append(f"evar: warning: {name}: class {lab!r} has no training clips ({where}); its clips cannot be "

@@ -75,6 +75,19 @@ def test_8_same_file_in_two_folds_is_refused(tmp_path: Path) -> None:
     assert "fold 1 and fold 4" in line and "leakage" in line
 
 
+def test_8_copy_of_a_clip_in_another_split_is_reported(tree) -> None:
+    root, _ = tree
+    clean = _prepare_custom(tree)  # train/dog0.wav and test/dog0.wav: same name, different audio
+    assert clean.rc == 0 and "same audio" not in clean.err
+    (root / "audio/test/dog0.wav").write_bytes((root / "audio/train/dog0.wav").read_bytes())
+    run = _prepare_custom(tree)
+    assert run.rc == 0
+    (line,) = [line for line in run.err.splitlines() if "same audio" in line]
+    assert "audio/train/dog0.wav and audio/test/dog0.wav" in line and "train and test" in line
+    assert evar.load_task("meta").info["duplicate_audio"] == [
+        {"files": ["audio/train/dog0.wav", "audio/test/dog0.wav"], "in": ["train", "test"]}]
+
+
 def test_9_class_without_training_clips_is_reported(tree, evar_dirs: Path) -> None:
     root, csv = tree
     write_audio(root / "audio/test/bird0.wav", synth_clip(4, np.random.default_rng(0), 16000, SECONDS), 16000)
