@@ -13,9 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import evar
 import evar.extract
+from evar.encoders.byola import AudioNTT2020
 from evar.encoders.melspec import MelSpecEncoder
 
 from .helpers import (
@@ -28,6 +30,7 @@ EMBED = ["embed", "--task", "c", "--model", "melspec", "--batch-size", str(CHUNK
 SLOW_SMALL_CHUNKS = f"""
 import time
 import evar.extract
+from evar.encoders.byola import AudioNTT2020
 from evar.encoders.melspec import MelSpecEncoder
 evar.extract.CHUNK_ROWS = {CHUNK}
 _forward = MelSpecEncoder.forward
@@ -68,26 +71,53 @@ def _bits(x: np.ndarray) -> bytes:
     return np.ascontiguousarray(x).tobytes()
 
 
-def test_11_sigkill_mid_embed_resumes_bit_identical(prepared: dict, evar_dirs: Path) -> None:
-    parts = evar_dirs / "embeddings" / "c"
-    proc = cli_subprocess(*EMBED, prelude=SLOW_SMALL_CHUNKS)
+@pytest.mark.parametrize("model", ["melspec", "byola"])  # byola: normalisation statistics measured first
+def test_11_sigkill_mid_embed_resumes_bit_identical(tree, evar_dirs: Path, monkeypatch, model: str) -> None:
+    root, csv = tree
+    assert cli("prepare", "custom", "--csv", csv, "--root", root, "--name", "c", "--unit-sec", SECONDS).rc == 0
+    monkeypatch.setattr(evar.extract, "CHUNK_ROWS", CHUNK)
+    args = [*EMBED[:4], model, *EMBED[5:]]
+    net, weights = (MelSpecEncoder, None) if model == "melspec" else (AudioNTT2020, evar_dirs / "byola.pth")
+    if weights is not None:
+        torch.manual_seed(0)
+        torch.save(AudioNTT2020(d=512).state_dict(), weights)
+        args += ["--weights", str(weights)]
+    monkeypatch.setenv("EVAR_EMBEDDINGS_DIR", str(evar_dirs / "reference"))
+    assert cli(*args).rc == 0
+    reference = data_files(evar_dirs / "reference")
+    monkeypatch.setenv("EVAR_EMBEDDINGS_DIR", str(evar_dirs / "embeddings"))
+
+    cache = evar_dirs / "embeddings" / "c"
+    proc = cli_subprocess(*args, prelude=SLOW_SMALL_CHUNKS.replace("MelSpecEncoder", net.__name__).replace(
+        "evar.encoders.melspec", net.__module__))
     deadline = time.monotonic() + 60
-    while not [p for p in parts.rglob("parts/*.npy")]:
+    while not list(cache.rglob("parts/*.npy")):
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL
-    done = [p for p in parts.rglob("parts/*.npy")]
-    assert 1 <= len(done) < 4 and not _cached(parts)  # killed mid-run
-    run = cli(*EMBED)
+    done = list(cache.rglob("parts/*.npy"))
+    assert 1 <= len(done) < 4 and not _cached(cache)  # killed mid-run
+
+    counted = {"clips": 0}
+    forward = net.forward
+
+    def counting(self, x):
+        counted["clips"] += len(x)
+        return forward(self, x)
+
+    monkeypatch.setattr(net, "forward", counting)
+    run = cli(*args)
     assert run.rc == 0, run.err
-    assert prepared["clips"] == 16 - CHUNK * len(done)  # only the missing chunks were computed
-    X = evar.embed("melspec", task="c", batch_size=CHUNK, progress=False)
-    assert _bits(X) == _bits(prepared["reference"]) and X.dtype == prepared["reference"].dtype
+    assert counted["clips"] == 16 - CHUNK * len(done)  # only the missing chunks were computed
     arrays = {k: v for k, v in data_files(evar_dirs / "embeddings").items() if k.endswith(".npy")}
-    assert arrays == {k: v for k, v in prepared["reference_files"].items() if k.endswith(".npy")}  # byte for byte
+    assert arrays and arrays == {k: v for k, v in reference.items() if k.endswith(".npy")}  # bit for bit
+    if model == "byola":  # the resumed run normalised with the statistics the reference measured
+        resumed = data_files(evar_dirs / "embeddings")
+        (manifest,) = [k for k in reference if k.endswith("manifest.json")]
+        assert json.loads(resumed[manifest])["stats"] == json.loads(reference[manifest])["stats"]
     assert_no_half_files(evar_dirs / "embeddings")
 
 
