@@ -138,29 +138,41 @@ def measure_stats(encoder: Encoder, task: Task, unit_sec: float, seed: int = 42,
                   store: AudioStore | None = None) -> tuple[float, float]:
     """EVAR's normalisation statistics: front-end output over shuffled, randomly cropped training
     clips of the first round, whole batches until ``max_clips`` are seen. Each good clip is written to
-    ``store`` when given, for the embedding pass to reuse."""
+    ``store`` when given, for the embedding pass to reuse.
+
+    The batches are EVAR's (a shuffled DataLoader of ``batch_size`` with this seed); each is decoded and
+    measured in pieces of ``STATS_PIECE`` clips, so a batch of 256 long clips is never in memory at once.
+    """
     rows = task.first_train_rows()
     all_paths = task.paths()
     keys = list(task.meta["file"].iloc[rows])
     dataset = ClipDataset([all_paths[i] for i in rows], encoder.sample_rate, int(unit_sec * encoder.sample_rate),
                           np.ones(len(rows), dtype=bool), seed, on_error="skip", keys=keys)
-    stats, seen = EvarRunningStats(), 0
+    batches, seen = [], 0
+    for batch in _loader(range(len(rows)), batch_size, 0, shuffle=True, seed=seed):  # the batches EVAR draws
+        batches.append(batch.tolist())
+        seen += len(batch)
+        if seen >= max_clips:
+            break
+    pieces = [batch[i:i + STATS_PIECE] for batch in batches for i in range(0, len(batch), STATS_PIECE)]
+    loader = DataLoader(dataset, batch_sampler=pieces, num_workers=num_workers)
+    stats, batch_index, piece_index = EvarRunningStats(), 0, 0
+    count, total, total_sq = 0, 0.0, 0.0
     with torch.inference_mode():
-        for index, wav, errors in _loader(dataset, batch_size, num_workers, shuffle=True, seed=seed):
+        for index, wav, errors in loader:
             good = [j for j, error in enumerate(errors) if not error]
             if good:
-                count, total, total_sq = 0, 0.0, 0.0
-                for start in range(0, len(good), STATS_PIECE):
-                    piece = encoder.features(wav[good[start:start + STATS_PIECE]].to(encoder.device)).double()
-                    count, total, total_sq = count + piece.numel(), total + float(piece.sum()), \
-                        total_sq + float((piece * piece).sum())
-                stats.put_moments(count, total, total_sq)
+                piece = encoder.features(wav[good].to(encoder.device)).double()
+                count, total, total_sq = count + piece.numel(), total + float(piece.sum()), \
+                    total_sq + float((piece * piece).sum())
                 if store is not None:
                     for j in good:
                         store.write(keys[int(index[j])], wav[j].numpy())
-            seen += len(wav)
-            if seen >= max_clips:
-                break
+            piece_index += 1
+            if piece_index * STATS_PIECE >= len(batches[batch_index]):  # the last piece of this batch
+                if count:
+                    stats.put_moments(count, total, total_sq)
+                batch_index, piece_index, (count, total, total_sq) = batch_index + 1, 0, (0, 0.0, 0.0)
     return stats.result()
 
 

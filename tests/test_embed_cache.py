@@ -192,3 +192,16 @@ def test_inference_copy_folds_batchnorm_and_keeps_layers(byola512_weights: Path)
                                rtol=1e-4, atol=1e-3)
     melspec = MelSpecEncoder()
     assert embed_module.optimised_for_inference(melspec) is melspec  # nothing to fold: used as it is
+
+
+def test_stats_measured_in_pieces_equal_whole_batches(task, byola512_weights: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """EVAR's batch statistics (its second-batch quirk included) do not depend on the piece size."""
+    encoder = evar.load_encoder("byola", weights=str(byola512_weights))
+    monkeypatch.setattr(embed_module, "STATS_PIECE", 5)  # 16 training clips: batches of 8 = pieces 5 + 3
+    pieces = embed_module.measure_stats(encoder, task, 5.0, batch_size=8)
+    monkeypatch.setattr(embed_module, "STATS_PIECE", 8)
+    whole = embed_module.measure_stats(encoder, task, 5.0, batch_size=8)
+    assert pieces == pytest.approx(whole, rel=1e-6)
+    single = embed_module.measure_stats(encoder, task, 5.0, batch_size=16)  # one batch differs from two
+    assert single != pytest.approx(whole, rel=1e-6)
