@@ -79,8 +79,7 @@ def probe(task: str, model: str, weights: str | None = None, layers: Sequence[in
     label = model_label(model, layers)
     X = embed_task(encoder, prepared, label, batch_size, num_workers, on_error, progress=progress, dtype=dtype)
     skipped = skipped_clips(prepared, encoder, label, dtype)
-    settings = {**_settings(prepared, encoder, device, lr, max_epochs, patience), "embedding_dtype": dtype,
-                "skipped_files": sorted(skipped)}
+    settings = linear_settings(prepared, encoder.config(), device, lr, max_epochs, patience, dtype, skipped)
     rounds, scores = evaluate_embeddings(X, prepared, seeds, progress, lr=lr, max_epochs=max_epochs,
                                          patience=patience, device=device)
     result = ProbeResult(task, label, prepared.spec.metric, rounds, list(seeds), scores, settings)
@@ -108,7 +107,8 @@ def probe_layers(task: str, model: str, weights: str | None = None, seeds: Seque
     results = []
     for index, name in enumerate(base.layers):
         X_layer = X[:, bounds[index]:bounds[index + 1]]
-        settings = {**_settings(prepared, base, device, lr, max_epochs, patience), "layer_wise": True, "layer_name": name}
+        settings = {**linear_settings(prepared, base.config(), device, lr, max_epochs, patience), "layer_wise": True,
+                    "layer_name": name}
         rounds, scores = evaluate_embeddings(X_layer, prepared, seeds, progress, lr=lr, max_epochs=max_epochs,
                                              patience=patience, device=device)
         result = ProbeResult(task, model_label(model, [index]), prepared.spec.metric, rounds, list(seeds), scores, settings)
@@ -117,22 +117,33 @@ def probe_layers(task: str, model: str, weights: str | None = None, seeds: Seque
     return results
 
 
-def _settings(task: Task, encoder: Encoder, device: str, lr: float, max_epochs: int, patience: int) -> dict:
-    """Everything a results row needs to reproduce the probe."""
-    return {"lr": lr, "max_epochs": max_epochs, "patience": patience, "probe_batch_size": 200,
-            "unit_sec": task.spec.unit_sec, "encoder": encoder.config(), "device": device}
+def linear_settings(task: Task, encoder_config: dict, device: str, lr: float, max_epochs: int, patience: int,
+                    dtype: str = "float32", skipped: dict[str, str] | None = None) -> dict:
+    """Everything a results row needs to reproduce the probe (``evar probe`` and ``evar sweep`` rows alike)."""
+    settings = {"lr": lr, "max_epochs": max_epochs, "patience": patience, "probe_batch_size": 200,
+                "unit_sec": task.spec.unit_sec, "encoder": encoder_config, "device": device,
+                "skipped_files": sorted(skipped or {})}
+    if dtype != "float32":  # float32 rows read as before
+        settings["embedding_dtype"] = dtype
+    return settings
+
+
+def result_row(result: ProbeResult, model: str, layers: Sequence[int | str] | None, weights: str | None,
+               weights_sha256: str | None) -> dict:
+    """The ``results/scores.csv`` row of a linear probe."""
+    return {
+        "protocol": "linear", "model": model, "layers": ",".join(str(l) for l in layers or []), "task": result.task,
+        "metric": result.metric, "score": round(result.mean, 6), "std": round(result.std, 6),
+        "n_folds": len(result.rounds), "fold_scores": result.scores, "seeds": result.seeds,
+        "weights": str(weights) if weights else ("official" if get_spec_weights(model) else ""),
+        "weights_sha256": weights_sha256 or "", "settings": result.settings,
+    }
 
 
 def _record(result: ProbeResult, model: str, layers: Sequence[int | str] | None, weights: str | None,
             encoder: Encoder, skipped: dict[str, str] | None = None) -> None:
     """Append the results row; files left out (``--on-error skip``) go to ``results/skipped/<run_id>.log`` too."""
-    row = append_result({
-        "protocol": "linear", "model": model, "layers": ",".join(str(l) for l in layers or []), "task": result.task,
-        "metric": result.metric, "score": round(result.mean, 6), "std": round(result.std, 6),
-        "n_folds": len(result.rounds), "fold_scores": result.scores, "seeds": result.seeds,
-        "weights": str(weights) if weights else ("official" if get_spec_weights(model) else ""),
-        "weights_sha256": encoder.weights_sha256 or "", "settings": result.settings,
-    })
+    row = append_result(result_row(result, model, layers, weights, encoder.weights_sha256))
     if skipped:
         log = results_dir() / "skipped" / f"{row['run_id']}.log"
         atomic_write_text(log, "".join(f"{file}\t{reason}\n" for file, reason in sorted(skipped.items())))

@@ -475,7 +475,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     backend = (RayBackend(args.address, args.num_cpus, args.num_gpus, args.max_retries) if args.backend == "ray"
                else LocalBackend())
     report = run_sweep(jobs, backend, RunOptions(args.device, args.batch_size, args.num_workers, args.on_error,
-                                                 progress=True))
+                                                 progress=True, dtype=args.dtype))
     print(report.summary())
     for job_id, reason in report.failed.items():
         print(f"  failed {job_id}: {reason}")

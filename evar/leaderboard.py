@@ -30,7 +30,7 @@ TASK_GROUPS = {"SER": ("esc50", "us8k"), "NOSS": ("spcv2", "vc1", "voxforge", "c
                "Music": ("gtzan", "nsynth", "surge")}
 FORMATS = ("md", "latex", "csv", "html")
 #: Entries of `settings` that say where a run ran or what it found, not what it measures (left out of the hash)
-RUN_ONLY_SETTINGS = frozenset({"device", "best_epochs", "run_dir"})
+RUN_ONLY_SETTINGS = frozenset({"device", "best_epochs", "run_dir", "skipped_files"})
 #: Settings fixed by the task rather than chosen for the run (left out, so one hash spans a model's tasks)
 TASK_SETTINGS = frozenset({"unit_sec"})
 

@@ -34,9 +34,10 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from .api import embed as api_embed
-from .api import get_spec_weights, model_label
+from .api import linear_settings, model_label, result_row
 from .encoders import LayerFusion, create_encoder
 from .errors import EvarError
+from .extract import skipped_clips
 from .linear import ProbeResult, evaluate_embeddings
 from .paths import cache_dir, embeddings_dir, prepared_tasks_dir, results_dir
 from .results import append_result, read_results
@@ -238,6 +239,7 @@ class RunOptions:
     num_workers: int = 0
     on_error: str = "fail"
     progress: bool = False
+    dtype: str = "float32"
 
 
 def worker_env() -> dict[str, str]:
@@ -272,8 +274,10 @@ def embed_step(job_spec: dict, run: RunOptions, env: dict[str, str]) -> tuple[np
                              **job.options)
     layers = encoder.indices if isinstance(encoder, LayerFusion) else list(job.layers)
     X = api_embed(job.model, job.task, layers=layers, batch_size=run.batch_size, num_workers=run.num_workers,
-                  on_error=run.on_error, progress=run.progress, encoder=encoder)
-    info = {"layers": [str(l) for l in layers], "config": encoder.config(), "weights_sha256": encoder.weights_sha256}
+                  on_error=run.on_error, progress=run.progress, encoder=encoder, dtype=run.dtype)
+    skipped = skipped_clips(load_task(job.task), encoder, model_label(job.model, layers), run.dtype)
+    info = {"layers": [str(l) for l in layers], "config": encoder.config(), "weights_sha256": encoder.weights_sha256,
+            "skipped": skipped}
     return np.asarray(X), json.loads(json.dumps(info, default=str))
 
 
@@ -308,16 +312,9 @@ def linear_row(job: Job, rounds: list[str], scores: list[list[float]], info: dic
     task = load_task(job.task)
     result = ProbeResult(job.task, model_label(job.model, info["layers"]), task.spec.metric, rounds, list(job.seeds),
                          scores)
-    settings = {"lr": job.settings["lr"], "max_epochs": job.settings["max_epochs"],
-                "patience": job.settings["patience"], "probe_batch_size": 200, "unit_sec": task.spec.unit_sec,
-                "encoder": info["config"], "device": run.device}
-    return {
-        "protocol": "linear", "model": job.model, "layers": ",".join(info["layers"]), "task": job.task,
-        "metric": result.metric, "score": round(result.mean, 6), "std": round(result.std, 6),
-        "n_folds": len(rounds), "fold_scores": scores, "seeds": list(job.seeds),
-        "weights": str(job.weights) if job.weights else ("official" if get_spec_weights(job.model) else ""),
-        "weights_sha256": info["weights_sha256"] or "", "settings": settings,
-    }
+    result.settings = linear_settings(task, info["config"], run.device, job.settings["lr"], job.settings["max_epochs"],
+                                      job.settings["patience"], run.dtype, info["skipped"])
+    return result_row(result, job.model, info["layers"], job.weights, info["weights_sha256"])
 
 
 # ---------------------------------------------------------------- running a sweep
