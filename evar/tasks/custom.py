@@ -85,7 +85,12 @@ def prepare_custom(csv: str | Path, root: str | Path, name: str, unit_sec: float
     if table.empty:
         raise EvarError(f"{csv}: no rows")
     table["file"] = table["file"].str.strip()
-    table["label"] = _normalise_labels(table["label"])
+    labels = _normalise_labels(table["label"])
+    for original in sorted(set(table["label"][labels != table["label"]])):
+        changed = table["label"] == original
+        print(f"evar: warning: {csv}: label {original!r} on line(s) {_lines(changed)} read as "
+              f"{labels[changed].iloc[0]!r} (spaces around labels removed)", file=sys.stderr)
+    table["label"] = labels
     table[group] = table[group].str.strip()
     for column in ("file", "label", group):
         empty = table[column] == ""
