@@ -2,7 +2,7 @@
 
     python benchmarks/probe_speed.py --weights ../shared/weights/AudioNTT2020-BYOLA-64x96d512.pth
     python benchmarks/probe_speed.py --workload esc50 --sizes 1000,2000 --num-workers 0,1,2 --no-targets
-    python benchmarks/probe_speed.py --encoders all --sizes 2288      # adds the per-encoder table
+    python benchmarks/probe_speed.py --encoders all --sizes 2288      # adds the per-encoder table (286 clips)
 
 Workloads (generated in the dataset's real layout, kept under --work-dir between runs):
   nsynth  NSynth-shaped: 4-s clips at 16 kHz, 11 families, train/valid/test 75/12.5/12.5 % (2,288 = 1,716/286/286)
@@ -92,24 +92,30 @@ def _generate(workload: str, n: int, folder: Path, env: dict) -> Path:
     return folder
 
 
-def _probe(model: str, task: str, weights: str | None, workers: int, env: dict, counter: Path) -> dict:
+def _probe(model: str, task: str, weights: str | None, workers: int, env: dict, counter: Path,
+           options: dict | None = None) -> dict:
     counter.write_bytes(b"")
     argv = ["probe", "--task", task, "--model", model, "--num-workers", str(workers)]
     if weights:
         argv += ["--weights", weights]
+    if options:
+        argv += ["--model-options", json.dumps(options)]
     start = time.perf_counter()
     proc = _run([sys.executable, __file__, "--child", json.dumps(argv), str(counter)], env)
     wall = time.perf_counter() - start
     result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if result["rc"]:
+        raise SystemExit(f"evar {' '.join(argv)} failed:\n{proc.stderr[-2000:]}")
     score = [line for line in proc.stdout.splitlines() if "±" in line or "accuracy" in line.lower()]
     return {**result, "wall_s": wall, "decoded": counter.stat().st_size, "summary": score[-1] if score else ""}
 
 
-def _encoder_weights(model: str, folder: Path, env: dict) -> str | None:
-    """A deterministic random checkpoint in the official format (speed does not depend on weight values)."""
+def _encoder_weights(model: str, folder: Path, env: dict) -> tuple[str | None, dict]:
+    """A deterministic random checkpoint in the official format (speed does not depend on weight values),
+    and the encoder options naming any further files (e.g. VGGish's PCA parameters)."""
     proc = _run([sys.executable, str(ROOT / "benchmarks" / "encoders.py"), "--write", model, "--dir", str(folder)], env)
-    weights, kwargs = json.loads(proc.stdout.strip().splitlines()[-1])
-    return weights
+    weights, options = json.loads(proc.stdout.strip().splitlines()[-1])
+    return weights, options
 
 
 def main() -> int:
@@ -121,7 +127,8 @@ def main() -> int:
     parser.add_argument("--num-workers", default="0", help="DataLoader workers to try, comma-separated")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--encoders", default="", help="'all' or a list: cold embedding speed of each (random "
-                        "official-format weights) on the smallest size")
+                        "official-format weights) on --encoder-clips clips")
+    parser.add_argument("--encoder-clips", type=int, default=286, help="dataset size for the per-encoder table")
     parser.add_argument("--work-dir", help="keeps the generated audio between runs (default: a temporary folder)")
     parser.add_argument("--no-targets", action="store_true", help="report only; never exit 1")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -168,17 +175,19 @@ def main() -> int:
 
     if args.encoders:
         from_list = args.encoders.split(",") if args.encoders != "all" else _all_encoders(env)
-        n = sizes[0]
+        n = args.encoder_clips
+        data = _generate(args.workload, n, work / f"{args.workload}-{n}", env)
         task_env = {**env, "EVAR_TASKS_DIR": str(work / f"tasks-{n}"), "EVAR_RESULTS_DIR": str(work / "results")}
+        _run([sys.executable, "-m", "evar.cli", "prepare", args.workload, "--root", str(data)], task_env)
         print(f"\nEvery encoder, cold `evar probe` on {n} clips ({args.workload}), random official-format weights\n")
         print("| model | cold wall (s) | clips/s (embedding) | peak RSS (MB) |")
         print("|---|---:|---:|---:|")
         for model in from_list:
             emb = work / f"emb-enc-{model}"
             subprocess.run(["rm", "-rf", str(emb)], check=True)
-            weights = _encoder_weights(model, work / f"weights-{model}", env) if model != "melspec" else None
+            weights, options = _encoder_weights(model, work / f"weights-{model}", env)
             cold = _probe(model, args.workload, weights, 0, {**task_env, "EVAR_EMBEDDINGS_DIR": str(emb)},
-                          work / "decoded")
+                          work / "decoded", options)
             print(f"| {model} | {cold['wall_s']:.1f} | {n / cold['embed_s']:.1f} | {cold['peak_rss_mb']:.0f} |",
                   flush=True)
 
