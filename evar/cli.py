@@ -45,11 +45,8 @@ def _mean_std(text: str) -> tuple[float, float]:
     return mean, std
 
 
-def _model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="registered encoder name (see `evar list models`)")
-    p.add_argument("--weights", help="local checkpoint file (default: official weights from the cache)")
-    p.add_argument("--layers", help="comma-separated layers to fuse (EUSIPCO 2022), e.g. 3,6; "
-                   "with probe: `all` probes each layer separately")
+def _run_options(p: argparse.ArgumentParser) -> None:
+    """How the encoder runs and its embeddings are stored (embed, probe, sweep)."""
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     p.add_argument("--batch-size", type=int, default=None,
                    help="clips per encoder batch (default: about 32 s of audio, e.g. 8 clips of 4 s)")
@@ -58,6 +55,14 @@ def _model_options(p: argparse.ArgumentParser) -> None:
                    help="storage type of cached task embeddings (float16: half the disk and memory)")
     p.add_argument("--on-error", choices=["fail", "skip"], default="fail",
                    help="bad audio: stop (fail) or skip it and report (skip)")
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="registered encoder name (see `evar list models`)")
+    p.add_argument("--weights", help="local checkpoint file (default: official weights from the cache)")
+    p.add_argument("--layers", help="comma-separated layers to fuse (EUSIPCO 2022), e.g. 3,6; "
+                   "with probe: `all` probes each layer separately")
+    _run_options(p)
     p.add_argument("--model-options", type=_json_dict, default=None,
                    help='JSON keyword arguments for the encoder, e.g. \'{"mel": "byola"}\' or \'{"pooling": "mean"}\'')
 
@@ -231,14 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-cpus", type=float, default=1, help="ray: CPUs per task")
     p.add_argument("--num-gpus", type=float, default=0, help="ray: GPUs per task (fractions allowed)")
     p.add_argument("--max-retries", type=int, default=3, help="ray: retries of a task whose worker died")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="clips per encoder batch (default: about 32 s of audio, e.g. 8 clips of 4 s)")
-    p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes for audio decoding")
-    p.add_argument("--dtype", choices=["float32", "float16"], default="float32",
-                   help="storage type of cached task embeddings (float16: half the disk and memory)")
-    p.add_argument("--on-error", choices=["fail", "skip"], default="fail",
-                   help="bad audio: the job fails (fail) or skips the file and reports it (skip)")
+    _run_options(p)
     p.add_argument("--lr", type=float, default=3e-4, help="linear probe learning rate")
     p.add_argument("--max-epochs", type=int, default=200, help="linear probe epochs at most")
     p.add_argument("--patience", type=int, default=20, help="linear probe early-stopping patience")
@@ -265,16 +263,18 @@ def cmd_list(args: argparse.Namespace) -> None:
             print(f"{prefix + ':<module>':<17} {'module':>6} {'module':>6}  {'module':<17} {summary}")
     else:
         from .tasks import is_prepared, list_tasks, load_task
+        from .tasks.sed import is_event_task, primary_metric
 
         print(f"{'task':<10} {'classes':>7} {'unit s':>6} {'protocol':<9} {'metric':<8} status")
         for spec in list_tasks():
             protocol = f"{spec.folds}-fold" if spec.folds else "split"
+            metric = primary_metric(spec.name) if is_event_task(spec.name) else spec.metric
             status = "not prepared"
             if is_prepared(spec.name):
                 info = load_task(spec.name).info
                 counts = ", ".join(f"{k}: {v}" for k, v in info.get("per_fold", info.get("per_split", {})).items())
                 status = f"prepared: {info['n_files']} files, {len(info['per_class'])} classes ({counts})"
-            print(f"{spec.name:<10} {spec.n_classes or '?':>7} {spec.unit_sec:>6} {protocol:<9} {spec.metric:<8} {status}")
+            print(f"{spec.name:<10} {spec.n_classes or '?':>7} {spec.unit_sec:>6} {protocol:<9} {metric:<8} {status}")
 
 
 @command("prepare")

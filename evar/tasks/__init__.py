@@ -133,7 +133,7 @@ def load_task(name: str) -> Task:
     if not csv_path.is_file() or not info_path.is_file():
         raise EvarError(f"task {name!r} is not prepared; run: evar prepare {name} --root PATH")
     info = json.loads(info_path.read_text())
-    meta = pd.read_csv(csv_path, dtype={"file": str, "label": str})
+    meta = pd.read_csv(csv_path, dtype={"file": str, "label": str}, keep_default_na=False)  # "NA" is a name
     return Task(spec, Path(info["root"]), meta, info)
 
 

@@ -25,7 +25,8 @@ SPLIT_VALUES = ("train", "valid", "test")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
-def _read_csv(csv: Path) -> pd.DataFrame:
+def read_csv_table(csv: Path) -> pd.DataFrame:
+    """A user's CSV as strings (empty cells stay empty), column names stripped; clear errors."""
     if not csv.is_file():
         raise EvarError(f"{csv}: CSV file not found")
     try:
@@ -73,7 +74,7 @@ def prepare_custom(csv: str | Path, root: str | Path, name: str, unit_sec: float
         raise EvarError(f"--root {root}: not a directory")
     if unit_sec is not None and not unit_sec > 0:
         raise EvarError(f"unit_sec must be positive, got {unit_sec}")
-    table = _read_csv(csv)
+    table = read_csv_table(csv)
     missing = [c for c in ("file", "label") if c not in table.columns]
     if missing:
         raise EvarError(f"{csv}: missing column(s) {missing}; expected file,label,split or file,label,fold")

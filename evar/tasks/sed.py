@@ -33,6 +33,7 @@ from . import (
     LABEL_SEPARATOR, Task, TaskSpec, _REGISTRY, _load_builtins, check_audio_files, metadata_paths, save_prepared,
 )
 from .base import atomic_write_text
+from .custom import read_csv_table
 
 EVENT_COLUMNS = ["file", "onset", "offset", "label"]
 #: HEAR 2021 event metrics: (t_collar s, evaluate_offset, percentage_of_length), heareval/score.py
@@ -140,14 +141,7 @@ def save_event_task(spec: TaskSpec, root: Path, clips: pd.DataFrame, events: pd.
 
 
 def _read_table(csv: Path) -> pd.DataFrame:
-    if not csv.is_file():
-        raise EvarError(f"{csv}: CSV file not found")
-    try:
-        table = pd.read_csv(csv, dtype=str, keep_default_na=False)
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise EvarError(f"{csv}: cannot read as CSV ({exc})") from exc
-    table.columns = [str(c).strip() for c in table.columns]
-    return table.apply(lambda col: col.str.strip())
+    return read_csv_table(csv).apply(lambda col: col.str.strip())
 
 
 def _lines(mask: pd.Series) -> list[int]:
