@@ -333,8 +333,8 @@ def cmd_embed(args: argparse.Namespace) -> None:
                 on_error=args.on_error, unit_sec=args.unit_sec, options=args.model_options, stats=args.stats,
                 shard=args.shard, dtype=args.dtype)
     if emb is None:
-        print(f"shard {args.shard} of {args.task} done; the embeddings are assembled when every shard has finished")
-    elif files:
+        return  # a shard whose siblings are still running; embed_task said how many chunks are left
+    if files:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".tmp")

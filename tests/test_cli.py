@@ -123,3 +123,17 @@ def test_embed_files_with_fixed_statistics(esc50_root: Path, tmp_path: Path, byo
     assert main(["embed", "--model", "byola", "--weights", str(byola512_weights), *map(str, wavs),
                  "--out", str(measured)]) == 0
     assert not np.allclose(np.load(measured), expected)  # statistics from the files themselves differ
+
+
+def test_embed_in_shards_from_the_command_line(esc50_root: Path, evar_dirs: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture) -> None:
+    import evar.extract
+
+    monkeypatch.setattr(evar.extract, "CHUNK_ROWS", 8)  # 30 clips: 4 chunks
+    assert main(["prepare", "esc50", "--root", str(esc50_root)]) == 0
+    assert main(["embed", "--model", "melspec", "--task", "esc50", "--shard", "1/2"]) == 0
+    assert "2 of 4 chunks still to compute" in capsys.readouterr().err
+    assert main(["embed", "--model", "melspec", "--task", "esc50", "--shard", "0/2"]) == 0
+    assert "esc50: 30 x 128 (cached)" in capsys.readouterr().out
+    assert main(["embed", "--model", "melspec", "--task", "esc50", "--shard", "2/2"]) == 2
+    assert "0..N-1" in capsys.readouterr().err
