@@ -430,10 +430,12 @@ def _assemble_when_complete(folder: Path, n_chunks: int, n_rows: int, shard: tup
     return np.load(final, mmap_mode="r")
 
 
-def embed_files(encoder: Encoder, paths: Sequence[str | Path], unit_sec: float | None = None, batch_size: int = 16,
+def embed_files(encoder: Encoder, paths: Sequence[str | Path], unit_sec: float | None = None,
+                batch_size: int | None = None,
                 num_workers: int = 0, on_error: str = "fail", progress: bool = True,
                 stats: tuple[float, float] | None = None) -> tuple[np.ndarray, list[str]]:
-    """Embed arbitrary files (no cache). Without ``unit_sec`` each clip is embedded at its own length.
+    """Embed arbitrary files (no cache). Without ``unit_sec`` each clip is embedded at its own length
+    (one clip per batch); with it, batches of ``batch_size`` clips (default: about 32 s of audio).
 
     Encoders that normalise with dataset statistics use ``stats`` (mean, std) when given, else
     statistics measured on these files. Returns the embeddings and the messages of skipped files
@@ -456,12 +458,14 @@ def embed_files(encoder: Encoder, paths: Sequence[str | Path], unit_sec: float |
     dataset = ClipDataset(paths, encoder.sample_rate, unit_samples, on_error=on_error)
     out = np.full((len(paths), encoder.embed_dim), np.nan, dtype=np.float32)
     errors_seen: list[str] = []
-    for index, wav, errors in tqdm(_loader(dataset, batch_size if unit_samples else 1, num_workers),
-                                   unit="batch", desc=f"embed {len(paths)} files", disable=not progress):
-        emb = encoder.embed(wav).float().cpu().numpy()
-        for j, error in enumerate(errors):
-            if error:
-                errors_seen.append(error)
-            else:
-                out[int(index[j])] = emb[j]
+    fast = optimised_for_inference(encoder)
+    batches = _loader(dataset, (batch_size or auto_batch_size(unit_sec)) if unit_samples else 1, num_workers)
+    with torch.inference_mode():
+        for index, wav, errors in tqdm(batches, unit="batch", desc=f"embed {len(paths)} files", disable=not progress):
+            emb = fast.embed(wav).float().cpu().numpy()
+            for j, error in enumerate(errors):
+                if error:
+                    errors_seen.append(error)
+                else:
+                    out[int(index[j])] = emb[j]
     return out, errors_seen

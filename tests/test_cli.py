@@ -51,7 +51,13 @@ def test_list_and_embed_files(esc50_root: Path, tmp_path: Path, capsys: pytest.C
     assert "prepared: 30 files, 3 classes" in capsys.readouterr().out
     out_file = tmp_path / "x.npy"
     assert main(["embed", "--model", "melspec", str(esc50_root / "audio" / "1-*.wav"), "--out", str(out_file)]) == 0
-    assert np.load(out_file).shape == (6, 128)
+    whole = np.load(out_file)
+    assert whole.shape == (6, 128) and np.isfinite(whole).all()
+    # cropped to a unit: batched (default batch size from the duration), every row filled
+    assert main(["embed", "--model", "melspec", str(esc50_root / "audio" / "1-*.wav"), "--out", str(out_file),
+                 "--unit-sec", "0.5"]) == 0
+    cropped = np.load(out_file)
+    assert cropped.shape == (6, 128) and np.isfinite(cropped).all() and not np.allclose(cropped, whole)
 
 
 @pytest.mark.parametrize("argv, message", [
