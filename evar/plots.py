@@ -177,7 +177,7 @@ def tsne_points(embeddings: np.ndarray, seed: int = 42, perplexity: float = 30.0
 
 
 def plot_tsne(model: str, task: str, fold: int | None = None, split: str | None = None, weights: str | None = None,
-              layers: Sequence[int | str] | None = None, device: str = "cpu", batch_size: int = 64,
+              layers: Sequence[int | str] | None = None, device: str = "cpu", batch_size: int | None = None,
               num_workers: int = 0, on_error: str = "fail", max_points: int = 5000, seed: int = 42,
               perplexity: float = 30.0, out: str | Path | None = None) -> Path:
     """t-SNE of ``model``'s embeddings of ``task`` (from the cache, computed when missing), coloured by

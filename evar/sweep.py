@@ -235,7 +235,7 @@ class RunOptions:
     """How jobs run (not part of their ids): device and data loading."""
 
     device: str = "cpu"
-    batch_size: int = 64
+    batch_size: int | None = None  # None: about 32 s of audio per batch
     num_workers: int = 0
     on_error: str = "fail"
     progress: bool = False
