@@ -41,20 +41,26 @@ MelSpecEncoder.forward = _slow
 """
 
 
+def count_clips(monkeypatch, module_class: type) -> dict:
+    """``{"clips": n}``: clips (batch rows) passed through ``module_class.forward`` from now on."""
+    counter = {"clips": 0}
+    forward = module_class.forward
+
+    def counting(self, x):
+        counter["clips"] += len(x)
+        return forward(self, x)
+
+    monkeypatch.setattr(module_class, "forward", counting)
+    return counter
+
+
 @pytest.fixture
 def prepared(tree, evar_dirs: Path, monkeypatch) -> dict:
     """Task ``c`` prepared, small chunks, a counter of clips the encoder embeds, the reference embeddings."""
     root, csv = tree
     assert cli("prepare", "custom", "--csv", csv, "--root", root, "--name", "c", "--unit-sec", SECONDS).rc == 0
     monkeypatch.setattr(evar.extract, "CHUNK_ROWS", CHUNK)
-    counter = {"clips": 0}
-    forward = MelSpecEncoder.forward
-
-    def counting(self, wav):
-        counter["clips"] += len(wav)
-        return forward(self, wav)
-
-    monkeypatch.setattr(MelSpecEncoder, "forward", counting)
+    counter = count_clips(monkeypatch, MelSpecEncoder)
     monkeypatch.setenv("EVAR_EMBEDDINGS_DIR", str(evar_dirs / "reference"))
     counter["reference"] = np.array(evar.embed("melspec", task="c", batch_size=CHUNK, progress=False))
     counter["reference_files"] = data_files(evar_dirs / "reference")
@@ -101,14 +107,7 @@ def test_11_sigkill_mid_embed_resumes_bit_identical(tree, evar_dirs: Path, monke
     done = list(cache.rglob("parts/*.npy"))
     assert 1 <= len(done) < 4 and not _cached(cache)  # killed mid-run
 
-    counted = {"clips": 0}
-    forward = net.forward
-
-    def counting(self, x):
-        counted["clips"] += len(x)
-        return forward(self, x)
-
-    monkeypatch.setattr(net, "forward", counting)
+    counted = count_clips(monkeypatch, net)
     run = cli(*args)
     assert run.rc == 0, run.err
     assert counted["clips"] == 16 - CHUNK * len(done)  # only the missing chunks were computed

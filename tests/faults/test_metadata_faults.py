@@ -123,21 +123,21 @@ def test_10_label_variants_reported_not_merged(tmp_path: Path) -> None:
     assert json.dumps(task.info["label_variants"])
 
 
+def _prepare_with_first_label(tree, label: str):
+    """Prepare the custom task after changing the first row's label."""
+    table = pd.read_csv(tree[1], dtype=str)
+    table.loc[0, "label"] = label
+    table.to_csv(tree[1], index=False)
+    return _prepare_custom(tree)
+
+
 def test_10_custom_csv_stray_spaces_are_reported(tree) -> None:
-    root, csv = tree
-    table = pd.read_csv(csv, dtype=str)
-    table.loc[0, "label"] = " dog"
-    table.to_csv(csv, index=False)
-    run = _prepare_custom(tree)
+    run = _prepare_with_first_label(tree, " dog")
     assert run.rc == 0
     assert "' dog'" in run.err
 
 
 def test_10_custom_csv_case_variants_are_reported(tree) -> None:
-    root, csv = tree
-    table = pd.read_csv(csv, dtype=str)
-    table.loc[0, "label"] = "DOG"
-    table.to_csv(csv, index=False)
-    run = _prepare_custom(tree)
+    run = _prepare_with_first_label(tree, "DOG")
     assert run.rc == 0 and "'DOG' (1 file(s))" in run.err and "'dog' (7 file(s))" in run.err
     assert {"DOG", "dog"} <= set(evar.load_task("meta").classes)
