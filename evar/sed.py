@@ -37,6 +37,7 @@ from .audio import load_audio
 from .encoders import create_encoder, get_encoder_spec
 from .encoders.base import Encoder
 from .errors import AudioError, EvarError
+from .extract import optimised_for_inference
 from .linear import ProbeResult, seed_everything
 from .losses import asymmetric_focal_loss, binary_cross_entropy, soft_f1_loss
 from .sed_metrics import Event, event_based_scores, segment_based_scores
@@ -284,8 +285,9 @@ def probe_sed(task: str, model: str, weights: str | None = None, layers: Sequenc
     """Frame-level linear probe of ``model`` on event task ``task``; scores its test clips' detections.
 
     The score is the task's primary event-based F-measure (HEAR's ``evaluation[0]``, by default
-    ``event_onset_200ms_fms``); ``batch_size`` counts whole clips (default 16); ``settings`` holds per round and seed the onset F-measure (200 ms),
-    the segment-based F1 and error rate (1 s), and the chosen post-processing. Appends a row with
+    ``event_onset_200ms_fms``); ``batch_size`` counts whole clips (default 16); ``settings`` holds per round
+    and seed the onset F-measure (200 ms), the segment-based F1 and error rate (1 s), and the chosen
+    post-processing. Appends a row with
     protocol ``sed`` to ``results/scores.csv`` when ``record``.
     """
     from .api import get_spec_weights, model_label
@@ -302,7 +304,9 @@ def probe_sed(task: str, model: str, weights: str | None = None, layers: Sequenc
     if encoder.needs_stats:
         encoder.set_stats(*_stats(encoder, [prepared.paths()[i] for i in splits[0].train]))
     every = np.arange(len(prepared))
-    frames = embed_clip_frames(encoder, prepared, every, batch_size or 16, on_error, progress)
+    with torch.inference_mode():  # the folded, channels-last copy of extract.embed_task
+        frames = embed_clip_frames(optimised_for_inference(encoder), prepared, every, batch_size or 16, on_error,
+                                   progress)
     rounds, scores, details = [], [], []
     for split in splits:
         round_scores = []
