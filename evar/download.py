@@ -75,6 +75,16 @@ VC1_STEPS = (
     "(5) run: evar prepare vc1 --root vc1"
 )
 
+AUDIOSET_STEPS = (
+    "AudioSet is published as segment lists, not audio, so evar cannot download the clips. Steps: "
+    "(1) download the lists balanced_train_segments.csv, eval_segments.csv (and unbalanced_train_segments.csv "
+    "for `as`) from http://storage.googleapis.com/us_audioset/youtube_corpus/v1/csv/ into one folder, e.g. as/; "
+    "(2) fetch the clips you can still get with a tool of your choice, as .wav files named from their 11-character "
+    "YouTube id (e.g. --PJHxphWEs_30000.wav), into as/balanced_train_segments/, as/eval_segments/ "
+    "(as/unbalanced_train_segments/); "
+    "(3) run: evar prepare as20k --root as   (or: evar prepare as --root as)"
+)
+
 #: Per-task download specifications (other modules may import this table)
 DOWNLOADS: dict[str, DownloadSpec] = {
     "esc50": DownloadSpec(
@@ -139,6 +149,8 @@ DOWNLOADS: dict[str, DownloadSpec] = {
     ),
     "vc1": DownloadSpec("vc1", root="vc1", source="https://www.robots.ox.ac.uk/~vgg/data/voxceleb/vox1.html",
                         manual=VC1_STEPS),
+    **{name: DownloadSpec(name, root="as", source="https://research.google.com/audioset/", manual=AUDIOSET_STEPS)
+       for name in ("as20k", "as")},
 }
 
 

@@ -220,7 +220,7 @@ def test_list_of_archives_without_scheme(site, tmp_path: Path, monkeypatch) -> N
 def test_registration_and_unknown_tasks_explain_themselves(tmp_path: Path) -> None:
     with pytest.raises(EvarError, match="VoxCeleb1 needs registration.*iden_split.txt.*evar prepare vc1 --root"):
         download_task("vc1", tmp_path)
-    with pytest.raises(EvarError, match="no download for task 'nope'; downloadable: cremad, esc50"):
+    with pytest.raises(EvarError, match="no download for task 'nope'; downloadable: as, as20k, cremad, esc50"):
         download_task("nope", tmp_path)
 
 
@@ -237,3 +237,8 @@ def test_official_table_is_well_formed() -> None:
         assert spec.manual or spec.checksums  # every entry says where its checksums come from, or why none
     described = describe_downloads()
     assert "vc1: manual download" in described and "spcv2: http://download.tensorflow.org" in described
+
+
+def test_audioset_download_says_how_to_get_the_clips(tmp_path: Path) -> None:
+    with pytest.raises(EvarError, match="AudioSet is published as segment lists.*evar prepare as20k --root as"):
+        download_task("as20k", tmp_path)
