@@ -24,7 +24,8 @@ from .results import read_results
 
 #: Display names of the tasks, in the order of the papers' tables (EUSIPCO 2022 Table III, EVAR README)
 TASK_TITLES = {"esc50": "ESC-50", "us8k": "US8K", "spcv2": "SPCV2", "vc1": "VC1", "voxforge": "VF",
-               "cremad": "CREMA-D", "gtzan": "GTZAN", "nsynth": "NSynth", "surge": "Surge"}
+               "cremad": "CREMA-D", "gtzan": "GTZAN", "nsynth": "NSynth", "surge": "Surge", "as20k": "AS20K",
+               "as": "AS2M"}
 #: Task groups of EVAR's papers: sound event recognition, non-semantic speech, music
 TASK_GROUPS = {"SER": ("esc50", "us8k"), "NOSS": ("spcv2", "vc1", "voxforge", "cremad"),
                "Music": ("gtzan", "nsynth", "surge")}
