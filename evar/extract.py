@@ -250,8 +250,12 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _load_checked(path: Path, rows: int, expected_sha256: str | None = None) -> np.ndarray | None:
-    """The array at ``path`` memory-mapped; None when it is absent, or damaged (after saying why)."""
+def _load_checked(path: Path, rows: int, written: dict | None = None) -> np.ndarray | None:
+    """The array at ``path`` memory-mapped; None when it is absent, or damaged (after saying why).
+
+    ``written`` (from the manifest) holds the file's sha256 and modification time when it was written;
+    the checksum is verified whenever the file was touched since, so large caches load without rehashing.
+    """
     if not path.is_file():
         return None
     try:
@@ -259,7 +263,8 @@ def _load_checked(path: Path, rows: int, expected_sha256: str | None = None) -> 
         damaged = array.ndim != 2 or len(array) != rows
     except (ValueError, OSError, EOFError) as exc:
         damaged, array = f"unreadable ({exc})", None
-    if not damaged and expected_sha256 and _file_sha256(path) != expected_sha256:
+    if not damaged and written and written.get("sha256") and path.stat().st_mtime_ns != written.get("mtime_ns") \
+            and _file_sha256(path) != written["sha256"]:
         damaged = "checksum differs from the one recorded when it was written"
     if damaged:
         print(f"evar: {path} is damaged ({damaged if isinstance(damaged, str) else 'wrong size'}); recomputing it",
@@ -312,7 +317,7 @@ def embed_task(encoder: Encoder, task: Task, model_label: str, batch_size: int |
     final, manifest_path = folder / "embeddings.npy", folder / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"key": material, "skipped": {}}
     if final.is_file():
-        X = _load_checked(final, len(task), manifest.get("sha256"))
+        X = _load_checked(final, len(task), manifest)
         if X is not None:
             if encoder.needs_stats and manifest.get("stats"):
                 encoder.set_stats(*manifest["stats"])
@@ -421,7 +426,8 @@ def _assemble_when_complete(folder: Path, n_chunks: int, n_rows: int, shard: tup
                 start += len(part)
             out.flush()
             del out
-            _update_manifest(folder / "manifest.json", {"sha256": _file_sha256(tmp), "rows": n_rows})
+            _update_manifest(folder / "manifest.json", {"sha256": _file_sha256(tmp), "rows": n_rows,
+                                                        "mtime_ns": tmp.stat().st_mtime_ns})
             os.replace(tmp, final)
         except OSError as exc:
             tmp.unlink(missing_ok=True)

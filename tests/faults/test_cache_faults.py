@@ -133,6 +133,21 @@ def test_14_truncated_final_cache_file_is_recomputed(prepared: dict, evar_dirs: 
     assert_no_half_files(evar_dirs / "embeddings")
 
 
+def test_14_overwritten_final_cache_file_fails_its_checksum(prepared: dict, evar_dirs: Path) -> None:
+    """Same size, other bytes (a bad disk, a stray write): the recorded sha256 catches it."""
+    assert cli(*EMBED).rc == 0
+    prepared["clips"] = 0
+    (final,) = _cached(evar_dirs / "embeddings")
+    data = bytearray(final.read_bytes())
+    data[-8:] = b"\x7f" * 8
+    final.write_bytes(bytes(data))
+    run = cli(*EMBED)
+    assert run.rc == 0, run.err
+    assert final.name in run.err and "checksum" in run.err
+    assert prepared["clips"] > 0
+    assert _bits(evar.embed("melspec", task="c", batch_size=CHUNK, progress=False)) == _bits(prepared["reference"])
+
+
 def test_14_truncated_chunk_of_an_interrupted_run_is_recomputed(prepared: dict, evar_dirs: Path, monkeypatch) -> None:
     forward = MelSpecEncoder.forward
 
