@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import torch
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -34,3 +35,13 @@ def save_like_2019(obj: object, path: str | Path) -> None:
         dst.write(src.read(1 << 20).replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n"))
         shutil.copyfileobj(src, dst)
     legacy.unlink()
+
+
+def load_reference(name: str) -> dict[str, np.ndarray]:
+    """``tests/fixtures/<name>`` (.npz) as a dict; each 16-bit PCM input ``pcm_<k>`` is also given as
+    float32 ``wav_<k>`` (divided by 32768, which is exact)."""
+    with np.load(FIXTURES / name) as data:
+        reference = dict(data)
+    for key in [k for k in reference if k.startswith("pcm_")]:
+        reference[f"wav_{key[4:]}"] = reference[key].astype(np.float32) / 32768
+    return reference

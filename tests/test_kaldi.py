@@ -6,7 +6,6 @@ unpacked wheel, see tests/fixtures/ast_README.md), float32, on the fixture's gen
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +13,8 @@ import torch
 
 from evar.errors import EvarError
 from evar.kaldi import KaldiFbank, kaldi_mel_banks, kaldi_mel_scale
+from fixture_support import load_reference
 
-FIXTURE = Path(__file__).parent / "fixtures" / "ast_reference.npz"
 
 # the same settings as KALDI_CASES in tests/fixtures/ast_make_reference.py, in evar.kaldi's terms
 CASES = {
@@ -28,11 +27,7 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def ref() -> dict[str, np.ndarray]:
-    with np.load(FIXTURE) as data:
-        ref = dict(data)
-    for key in ("a", "b"):  # inputs are stored as 16-bit PCM
-        ref[f"wav_{key}"] = (ref[f"pcm_{key}"] / 32768.0).astype(np.float32)
-    return ref
+    return load_reference("ast_reference.npz")
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -22,7 +22,7 @@ from evar.encoders.ast import AUDIOSET_STATS, ASTEncoder, convert_state_dict
 from evar.encoders.base import LayerFusion
 from evar.errors import EvarError
 from evar.weights import file_sha256
-from fixture_support import FIXTURES, fixture_module
+from fixture_support import fixture_module, load_reference
 
 # Observed max |diff| vs the original (float32, values up to ~4): embed 9e-6, frames 1.4e-5, layers 1e-5.
 ATOL = 1e-4
@@ -30,11 +30,7 @@ ATOL = 1e-4
 
 @pytest.fixture(scope="module")
 def ref() -> dict[str, np.ndarray]:
-    with np.load(FIXTURES / "ast_reference.npz") as data:
-        ref = dict(data)
-    for key in ("a", "b"):  # inputs are stored as 16-bit PCM
-        ref[f"wav_{key}"] = (ref[f"pcm_{key}"] / 32768.0).astype(np.float32)
-    return ref
+    return load_reference("ast_reference.npz")
 
 
 @pytest.fixture(scope="module")

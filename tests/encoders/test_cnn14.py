@@ -12,7 +12,7 @@ import evar
 from evar.encoders.base import LayerFusion, mean_max_pool
 from evar.encoders.cnn14 import Cnn14Encoder
 from evar.errors import EvarError
-from fixture_support import FIXTURES, fixture_module, save_like_2019
+from fixture_support import fixture_module, load_reference, save_like_2019
 
 # Produced by tests/fixtures/cnn14_make_reference.py (see tests/fixtures/cnn14_README.md) from
 # qiuqiangkong/audioset_tagging_cnn d2f4b8c (Cnn14 with torchlibrosa 0.1.0 / librosa 0.11.0 front end),
@@ -28,7 +28,7 @@ RECIPE = fixture_module("cnn14_checkpoint")
 
 @pytest.fixture(scope="module")
 def reference() -> dict[str, np.ndarray]:
-    return dict(np.load(FIXTURES / "cnn14_reference.npz"))
+    return load_reference("cnn14_reference.npz")
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def fused(files: dict[str, Path]) -> evar.encoders.Encoder:
 
 
 def _wav(reference: dict, batch: str) -> torch.Tensor:
-    return torch.from_numpy(reference[f"pcm_{batch}"].astype(np.float32) / 32768)
+    return torch.from_numpy(reference[f"wav_{batch}"])
 
 
 def _close(actual: torch.Tensor, expected: np.ndarray) -> None:

@@ -21,7 +21,7 @@ from evar import create_encoder, list_encoders
 from evar.encoders.msm_mae import MSMMAEEncoder
 from evar.errors import EvarError
 from evar.weights import file_sha256
-from fixture_support import FIXTURES, fixture_module
+from fixture_support import fixture_module, load_reference
 
 # torch.stft + transformers' Slaney mel bank vs nnAudio's conv STFT: observed log-mel max |diff| 2.4e-5
 # (values to ~14); frames, embeddings and layer means (values to ~4) 1.0e-5.
@@ -30,11 +30,7 @@ ATOL_LOGMEL, ATOL = 5e-4, 1e-4
 
 @pytest.fixture(scope="module")
 def ref() -> dict[str, np.ndarray]:
-    with np.load(FIXTURES / "msm_mae_reference.npz") as data:
-        ref = dict(data)
-    for key in "abcd":  # inputs are stored as 16-bit PCM
-        ref[f"wav_{key}"] = (ref[f"pcm_{key}"] / 32768.0).astype(np.float32)
-    return ref
+    return load_reference("msm_mae_reference.npz")
 
 
 @pytest.fixture(scope="module")

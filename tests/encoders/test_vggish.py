@@ -13,7 +13,7 @@ from evar.encoders import get_encoder_spec
 from evar.encoders.base import LayerFusion, mean_max_pool
 from evar.encoders.vggish import VGGishEncoder
 from evar.errors import EvarError
-from fixture_support import FIXTURES, fixture_module, save_like_2019
+from fixture_support import fixture_module, load_reference, save_like_2019
 
 # Produced by tests/fixtures/vggish_make_reference.py (see tests/fixtures/vggish_README.md) from
 # harritaylor/torchvggish f3f9096 (VGGish + vggish_input + Postprocessor), nttcslab/eval-audio-repr 88ba772
@@ -29,7 +29,7 @@ RECIPE = fixture_module("vggish_checkpoint")
 
 @pytest.fixture(scope="module")
 def reference() -> dict[str, np.ndarray]:
-    return dict(np.load(FIXTURES / "vggish_reference.npz"))
+    return load_reference("vggish_reference.npz")
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def fused(files: dict[str, Path]) -> evar.encoders.Encoder:
 
 
 def _wav(reference: dict, batch: str) -> torch.Tensor:
-    return torch.from_numpy(reference[f"pcm_{batch}"].astype(np.float32) / 32768)
+    return torch.from_numpy(reference[f"wav_{batch}"])
 
 
 def _close(actual: torch.Tensor, expected: np.ndarray) -> None:
