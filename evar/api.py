@@ -14,7 +14,7 @@ from .encoders.base import Encoder, LayerFusion
 from .errors import EvarError
 from .linear import ProbeResult, evaluate_embeddings
 from .paths import results_dir
-from .results import append_result
+from .results import append_result, check_writable
 from .tasks import Task, load_task
 from .tasks.base import atomic_write_text
 
@@ -72,6 +72,8 @@ def probe(task: str, model: str, weights: str | None = None, layers: Sequence[in
                          encoder=encoder, options=options)
     if encoder is None and ":" not in model:
         get_encoder_spec(model)  # an unknown name fails before any work
+    if record:
+        check_writable()  # a read-only results folder fails now, not after the work
     prepared = load_task(task)
     encoder = encoder or _encoder(model, weights, layers, device, **(options or {}))
     if isinstance(encoder, LayerFusion):
@@ -97,6 +99,7 @@ def probe_layers(task: str, model: str, weights: str | None = None, seeds: Seque
     Every layer's pooled embedding is cached once as one fused embedding, then sliced per layer; each layer
     gets its own row in ``results/scores.csv`` (``layers`` = its index), which `evar plot layers` reads.
     """
+    check_writable()
     prepared = load_task(task)
     base = _encoder(model, weights, None, device, **(options or {}))
     if not base.layers:
@@ -143,7 +146,12 @@ def result_row(result: ProbeResult, model: str, layers: Sequence[int | str] | No
 def _record(result: ProbeResult, model: str, layers: Sequence[int | str] | None, weights: str | None,
             encoder: Encoder, skipped: dict[str, str] | None = None) -> None:
     """Append the results row; files left out (``--on-error skip``) go to ``results/skipped/<run_id>.log`` too."""
-    row = append_result(result_row(result, model, layers, weights, encoder.weights_sha256))
+    try:
+        row = append_result(result_row(result, model, layers, weights, encoder.weights_sha256))
+    except EvarError as exc:  # the folder turned unwritable during the run: the score must not be lost
+        raise EvarError(f"{exc} — the score of this run: {result.model} on {result.task}: {result.metric} "
+                        f"{100 * result.mean:.2f} ± {100 * result.std:.2f} (embeddings are cached; rerun to record it)"
+                        ) from exc
     if skipped:
         log = results_dir() / "skipped" / f"{row['run_id']}.log"
         atomic_write_text(log, "".join(f"{file}\t{reason}\n" for file, reason in sorted(skipped.items())))

@@ -38,19 +38,61 @@ def _json_dict(text: str) -> dict:
 
 
 def _mean_std(text: str) -> tuple[float, float]:
+    import math
+
     try:
         mean, std = (float(v) for v in text.split(","))
     except ValueError as exc:
         raise argparse.ArgumentTypeError("expected MEAN,STD, e.g. -5.49,5.04") from exc
+    if not (math.isfinite(mean) and math.isfinite(std)) or std <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: MEAN must be finite and STD a positive number, e.g. -5.49,5.04")
     return mean, std
+
+
+def _seeds(text: str) -> list[int]:
+    parts = [p.strip() for p in text.split(",")]
+    if not text.strip() or not all(p.lstrip("-").isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers, e.g. 42,43,44")
+    seeds = [int(p) for p in parts]
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"{text!r}: a seed is repeated (each seed counts once in the average)")
+    return seeds
+
+
+def _number(kind: type, minimum: float, inclusive: bool = True) -> Callable[[str], float]:
+    """An argparse type: ``kind`` (int or float) at least ``minimum`` (or above it)."""
+    def parse(text: str):
+        import math
+
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not math.isfinite(value) or value < minimum or (not inclusive and value == minimum):
+            raise argparse.ArgumentTypeError(f"{text!r}: must be {'at least' if inclusive else 'above'} {minimum:g}")
+        return value
+
+    return parse
+
+
+POSITIVE_INT, NON_NEGATIVE_INT = _number(int, 1), _number(int, 0)
+POSITIVE_FLOAT, NON_NEGATIVE_FLOAT = _number(float, 0, inclusive=False), _number(float, 0)
+
+
+def _device(text: str) -> str:
+    import re
+
+    if not re.fullmatch(r"cpu|cuda(:\d+)?|mps|xpu(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected cpu, cuda, cuda:N, mps or xpu")
+    return text
 
 
 def _run_options(p: argparse.ArgumentParser) -> None:
     """How the encoder runs and its embeddings are stored (embed, probe, sweep)."""
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--device", type=_device, default="cpu", help="torch device, e.g. cuda")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=None,
                    help="clips per encoder batch (default: about 32 s of audio, e.g. 8 clips of 4 s)")
-    p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes for audio decoding")
+    p.add_argument("--num-workers", type=NON_NEGATIVE_INT, default=0, help="DataLoader worker processes for audio decoding")
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32",
                    help="storage type of cached task embeddings (float16: half the disk and memory)")
     p.add_argument("--on-error", choices=["fail", "skip"], default="fail",
@@ -67,11 +109,28 @@ def _model_options(p: argparse.ArgumentParser) -> None:
                    help='JSON keyword arguments for the encoder, e.g. \'{"mel": "byola"}\' or \'{"pooling": "mean"}\'')
 
 
+class _Parser(argparse.ArgumentParser):
+    """One line per mistake (``evar probe: error: ...``) and exit code 2, instead of the whole usage."""
+
+    def error(self, message: str):  # type: ignore[override]
+        import difflib
+        import re
+
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if choice:
+            close = difflib.get_close_matches(choice.group(1), re.findall(r"'([^']*)'", choice.group(2)), n=2)
+            if close:
+                message += f"; did you mean {' or '.join(repr(c) for c in close)}?"
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="evar", description="Benchmark general-purpose audio representations under EVAR's fixed protocol.",
         epilog="Start with: evar list models; evar prepare esc50 --root DIR; evar probe --task esc50 --model byola")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more messages (debug)")
+    parser.add_argument("-q", "--quiet", action="count", default=0, help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("list", help="registered models or tasks")
@@ -85,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", help="custom task: CSV with file,label,split or file,label,fold; "
                    "sed task: file,onset,offset,label,split (or fold), times in seconds")
     p.add_argument("--name", help="custom or hear task: its name")
-    p.add_argument("--unit-sec", type=float, help="custom task: clip duration in seconds")
+    p.add_argument("--unit-sec", type=POSITIVE_FLOAT, help="custom task: clip duration in seconds")
 
     p = sub.add_parser("download", help="download and extract a dataset from its official source")
     p.add_argument("task", nargs="?", help="task name (see --list)")
@@ -98,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="*", help="audio files (globs allowed) instead of --task")
     p.add_argument("--task", help="a prepared task")
     p.add_argument("--out", help="with files: write the embeddings to this .npy")
-    p.add_argument("--unit-sec", type=float, help="with files: crop/pad every clip to this duration")
+    p.add_argument("--unit-sec", type=POSITIVE_FLOAT, help="with files: crop/pad every clip to this duration")
     p.add_argument("--stats", type=_mean_std, help="with files: normalisation MEAN,STD for encoders that need "
                    "dataset statistics (BYOL-A, AST, MSM-MAE); default: measured on the given files")
     p.add_argument("--shard", help="with --task: compute shard I/N only (I from 0, e.g. $SLURM_ARRAY_TASK_ID/16); "
@@ -107,10 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("probe", help="linear evaluation (EVAR protocol); appends to results/scores.csv")
     _model_options(p)
     p.add_argument("--task", required=True)
-    p.add_argument("--seeds", default="42", help="comma-separated seeds; EVAR's papers average 42,43,44")
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--max-epochs", type=int, default=200)
-    p.add_argument("--patience", type=int, default=20)
+    p.add_argument("--seeds", type=_seeds, default=[42], help="comma-separated seeds; EVAR's papers average 42,43,44")
+    p.add_argument("--lr", type=POSITIVE_FLOAT, default=3e-4)
+    p.add_argument("--max-epochs", type=POSITIVE_INT, default=200)
+    p.add_argument("--patience", type=NON_NEGATIVE_INT, default=20)
     p.add_argument("--loss", choices=["bce", "afl", "soft_f1"], default="bce",
                    help="event (SED) tasks: frame loss; afl: asymmetric focal loss, soft_f1: soft F-measure")
     p.add_argument("--afl-gamma", type=float, default=0.0, help="event tasks, afl: focus on active frames")
@@ -120,17 +179,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", required=True)
     p.add_argument("--model", required=True, help="registered encoder name (see `evar list models`)")
     p.add_argument("--weights", help="local checkpoint file (default: official weights from the cache)")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
-    p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes for audio decoding")
+    p.add_argument("--device", type=_device, default="cpu", help="torch device, e.g. cuda")
+    p.add_argument("--num-workers", type=NON_NEGATIVE_INT, default=0, help="DataLoader worker processes for audio decoding")
     g = p.add_argument_group("training (unset: the encoder's EVAR defaults, e.g. byola 0.001/256/200/5/0.5/30/100/rrc)")
-    g.add_argument("--lr", type=float)
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--batch-size", type=int)
-    g.add_argument("--warmup-epochs", type=float)
+    g.add_argument("--lr", type=POSITIVE_FLOAT)
+    g.add_argument("--epochs", type=POSITIVE_INT)
+    g.add_argument("--batch-size", type=POSITIVE_INT)
+    g.add_argument("--warmup-epochs", type=NON_NEGATIVE_FLOAT)
     g.add_argument("--optimizer", choices=["sgd", "adamw"], help="default sgd (momentum 0.9, no weight decay)")
-    g.add_argument("--mixup", type=float, help="mixup alpha on waveforms; 0 turns it off")
-    g.add_argument("--freq-mask", type=int, help="frequency mask width (log-mel bins); 0 turns it off")
-    g.add_argument("--time-mask", type=int, help="time mask width (frames); 0 turns it off")
+    g.add_argument("--mixup", type=NON_NEGATIVE_FLOAT, help="mixup alpha on waveforms; 0 turns it off")
+    g.add_argument("--freq-mask", type=NON_NEGATIVE_INT, help="frequency mask width (log-mel bins); 0 turns it off")
+    g.add_argument("--time-mask", type=NON_NEGATIVE_INT, help="time mask width (frames); 0 turns it off")
     g.add_argument("--rrc", action=argparse.BooleanOptionalAction, default=None, help="random resize crop")
     g.add_argument("--aug-shared", action="store_true", default=None,
                    help="one mask/crop per batch, as EVAR applies them (default: one per clip)")
@@ -147,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mix-ratio", type=float, nargs=2, metavar=("LOW", "HIGH"),
                    help="blend weight a ~ U(LOW, HIGH) (default 0.3 0.7)")
     g.add_argument("--freeze", action="store_true", default=None, help="train the head only (encoder frozen, eval mode)")
-    g.add_argument("--early-stop", type=int, help="stop N epochs after the best validation epoch (default off)")
+    g.add_argument("--early-stop", type=NON_NEGATIVE_INT, help="stop N epochs after the best validation epoch (default off)")
     g.add_argument("--cv-protocol", choices=["holdout", "evar"],
                    help="folds without a valid split: holdout (10%% of training validates; test at the best epoch; "
                         "default) or evar (the test fold validates; best test score over epochs, optimistic)")
@@ -166,10 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", help="comma-separated models or labels, in row order, e.g. byola,cnn14+2,5")
     p.add_argument("--groups", action="store_true", help="add SER / NOSS / Music average columns")
     p.add_argument("--compare-published", action="store_true",
-                   help="beside each cell, the number the original paper reports (results/published.csv)")
+                   help="beside each cell, the number the original paper reports (evar/published.csv)")
     p.add_argument("--published-source", help="prefer published rows whose source contains this text")
     p.add_argument("--all-runs", action="store_true", help="list every run, not only the latest of each")
-    p.add_argument("--digits", type=int, default=1, help="decimals of the percentages (default 1)")
+    p.add_argument("--digits", type=NON_NEGATIVE_INT, default=1, help="decimals of the percentages (default 1)")
 
     p = sub.add_parser("plot", help="figures as PNG: layer-wise curve, t-SNE, leaderboard bars")
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
@@ -183,8 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--task", required=True)
     q.add_argument("--fold", type=int, help="cross-validation tasks: only this fold's clips")
     q.add_argument("--split", choices=["train", "valid", "test"], help="fixed-split tasks: only this split")
-    q.add_argument("--max-points", type=int, default=5000, help="random subset above this many clips")
-    q.add_argument("--perplexity", type=float, default=30.0)
+    q.add_argument("--max-points", type=POSITIVE_INT, default=5000, help="random subset above this many clips")
+    q.add_argument("--perplexity", type=POSITIVE_FLOAT, default=30.0)
     q.add_argument("--seed", type=int, default=42)
     q.add_argument("--out", help="PNG path (default: results/plots/tsne-MODEL-TASK[-foldK].png)")
     q = kinds.add_parser("bars", help="grouped bar chart of the leaderboard")
@@ -198,13 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audio-dir", required=True, help="folder of audio files (searched recursively)")
     p.add_argument("--out", required=True, help="weights file to write (.safetensors or .pt)")
     p.add_argument("--backbone", choices=["efficientnet_b0", "byola"], default="efficientnet_b0")
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--steps-per-epoch", type=int, help="default: one pass over the files")
-    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--epochs", type=POSITIVE_INT, default=100)
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=64)
+    p.add_argument("--steps-per-epoch", type=POSITIVE_INT, help="default: one pass over the files")
+    p.add_argument("--lr", type=POSITIVE_FLOAT, default=1e-4)
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--d", type=int, default=512, help="projection size")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--d", type=POSITIVE_INT, default=512, help="projection size")
+    p.add_argument("--device", type=_device, default="cpu")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint beside --out")
 
     p = sub.add_parser("hear", help="HEAR 2021 module tools")
@@ -212,8 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     v = hear_sub.add_parser("validate", help="run hear-validator's checks (and evar's) on a HEAR module")
     v.add_argument("module", help="importable module name implementing the HEAR API")
     v.add_argument("--model-file", default="", help="passed to load_model")
-    v.add_argument("--device", default="cpu")
-    v.add_argument("--model-options", help="JSON dict of keyword arguments for load_model")
+    v.add_argument("--device", type=_device, default="cpu")
+    v.add_argument("--model-options", type=_json_dict, help="JSON dict of keyword arguments for load_model")
     v.add_argument("--hear-only", action="store_true", help="only hear-validator's own checks")
     v.add_argument("--verbose", action="store_true", help="list passing checks too")
 
@@ -225,8 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", required=True, help="comma-separated models, a layer fusion as name+layers: byola,cnn14+2,5")
     p.add_argument("--tasks", required=True, help="comma-separated prepared tasks, e.g. esc50,us8k,spcv2")
     seeds = p.add_mutually_exclusive_group()
-    seeds.add_argument("--seeds", type=int, default=1, help="number of seeds, 42 upwards (default 1; EVAR's papers: 3)")
-    seeds.add_argument("--seed-list", help="explicit comma-separated seeds, e.g. 42,43,44")
+    seeds.add_argument("--seeds", type=POSITIVE_INT, default=1, help="number of seeds, 42 upwards (default 1; EVAR's papers: 3)")
+    seeds.add_argument("--seed-list", type=_seeds, help="explicit comma-separated seeds, e.g. 42,43,44")
     p.add_argument("--protocol", choices=["linear", "finetune"], default="linear",
                    help="linear: one job per (model, task) over all seeds; finetune: one per (model, task, seed)")
     p.add_argument("--weights", help="checkpoints per model: MODEL=PATH,MODEL=PATH (default: official weights)")
@@ -235,11 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="ray: cluster address, e.g. ray://head:10001 (default: start a local instance)")
     p.add_argument("--num-cpus", type=float, default=1, help="ray: CPUs per task")
     p.add_argument("--num-gpus", type=float, default=0, help="ray: GPUs per task (fractions allowed)")
-    p.add_argument("--max-retries", type=int, default=3, help="ray: retries of a task whose worker died")
+    p.add_argument("--max-retries", type=NON_NEGATIVE_INT, default=3, help="ray: retries of a task whose worker died")
     _run_options(p)
-    p.add_argument("--lr", type=float, default=3e-4, help="linear probe learning rate")
-    p.add_argument("--max-epochs", type=int, default=200, help="linear probe epochs at most")
-    p.add_argument("--patience", type=int, default=20, help="linear probe early-stopping patience")
+    p.add_argument("--lr", type=POSITIVE_FLOAT, default=3e-4, help="linear probe learning rate")
+    p.add_argument("--max-epochs", type=POSITIVE_INT, default=200, help="linear probe epochs at most")
+    p.add_argument("--patience", type=NON_NEGATIVE_INT, default=20, help="linear probe early-stopping patience")
 
     p = sub.add_parser("status", help="jobs of the last sweep (or --sweep ID): done, running, failed, with reasons")
     p.add_argument("--sweep", help="sweep id (or its start); default: the sweep run last")
@@ -350,7 +409,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
 def cmd_probe(args: argparse.Namespace) -> None:
     from .api import probe
 
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = args.seeds
     from .tasks.sed import is_event_task
 
     if is_event_task(args.task):
@@ -444,8 +503,8 @@ def cmd_hear(args: argparse.Namespace) -> int:
 
     from .hear import validate_module
 
-    options = json.loads(args.model_options) if args.model_options else None
-    report = validate_module(args.module, args.model_file, args.device, options, extra_checks=not args.hear_only)
+    report = validate_module(args.module, args.model_file, args.device, args.model_options,
+                             extra_checks=not args.hear_only)
     print(report.format(verbose=args.verbose))
     return 0 if report.ok else 1
 
@@ -468,7 +527,7 @@ def _per_model(text: str | None) -> dict[str, str]:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import LocalBackend, RayBackend, RunOptions, make_grid, parse_models, run_sweep
 
-    seeds = [int(s) for s in args.seed_list.split(",")] if args.seed_list else list(range(42, 42 + args.seeds))
+    seeds = args.seed_list or list(range(42, 42 + args.seeds))
     settings = {"lr": args.lr, "max_epochs": args.max_epochs, "patience": args.patience} if args.protocol == "linear" else {}
     jobs = make_grid(parse_models(args.models), [t.strip() for t in args.tasks.split(",") if t.strip()], seeds,
                      args.protocol, weights=_per_model(args.weights), options=args.model_options, **settings)
@@ -490,9 +549,51 @@ def cmd_status(args: argparse.Namespace) -> None:
     print(status_text(args.sweep, args.format, all_jobs=args.all), end="")
 
 
+#: options whose value may start with "-" (a negative mean): ``--stats -5.49,5.04`` is read as ``--stats=-5.49,5.04``
+_SIGNED_VALUE_OPTIONS = ("--stats",)
+
+
+def _join_signed_values(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in _SIGNED_VALUE_OPTIONS and i + 1 < len(argv) and argv[i + 1][:2].lstrip("-")[:1].isdigit():
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
+def _check_device(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    device = getattr(args, "device", "cpu")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            parser.error(f"--device {device}: this torch build has no CUDA device (torch {torch.__version__}); "
+                         "use --device cpu or install a CUDA build of torch")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            parser.error(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) visible")
+
+
+_INTERRUPTED = {
+    "embed": "finished chunks are kept; the same command resumes from them",
+    "probe": "cached embeddings are kept (the same command reuses them); no result row was written",
+    "sweep": "finished jobs are kept; the same command skips them",
+    "finetune": "the last epoch checkpoint is kept; rerun with --resume to continue",
+    "pretrain": "the last epoch checkpoint is kept; rerun with --resume to continue",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .log import install_cli_handler
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_signed_values(list(sys.argv[1:] if argv is None else argv)))
+    install_cli_handler(args.verbose - args.quiet)
     if args.version:
         from . import __version__
 
@@ -501,13 +602,20 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    _check_device(parser, args)
     try:
         return COMMANDS[args.command](args) or 0
     except EvarError as exc:
         print(f"evar: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a folder that cannot be written, a file that vanished: one line, not a traceback
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"evar: error: cannot access{where}: {exc.strerror or exc}; check the path and its permissions "
+              "(or point EVAR_RESULTS_DIR / EVAR_EMBEDDINGS_DIR / EVAR_CACHE_DIR elsewhere)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        print("evar: interrupted; finished work is kept and the next run resumes from it", file=sys.stderr)
+        note = _INTERRUPTED.get(args.command, "nothing half-written was kept")
+        print(f"evar: interrupted; {note}", file=sys.stderr)
         return 130
 
 

@@ -6,9 +6,9 @@ Cache layout, one folder per (task, model, key)::
                                      /parts/part-00003.npy  finished chunks of CHUNK_ROWS clips (while running)
                                      /embeddings.npy        all rows (float32, or float16 on request)
 
-The key hashes the encoder's config (preprocessing and weights sha256), the task, its file list
-and sizes, the unit duration, the crop seed and the storage dtype: change any of them and the
-embeddings are recomputed. Every file is written to a temporary name and renamed, so an
+The key hashes the encoder's config (preprocessing and weights sha256), the task, its root and the
+content identity of its files (size and digest, see :mod:`evar.content`), the unit duration, the crop
+seed and the storage dtype: change any of them and the embeddings are recomputed. Every file is written to a temporary name and renamed, so an
 interrupted run leaves only whole chunks, and the next run continues from them; a damaged file
 (wrong size or checksum) is recomputed. ``shard=(i, n)`` computes chunks ``i, i+n, i+2n, ...`` only,
 so n processes (a SLURM array, torchrun ranks) share the work; whichever finishes the last chunk
@@ -21,6 +21,7 @@ file and fed to the encoder from there, so the embedding pass does not decode th
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import errno
 import fcntl
@@ -28,9 +29,8 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -39,12 +39,15 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .audio import crop_offset, crop_or_pad, load_audio
+from .content import content_signature, index_path_for
 from .encoders.base import Encoder
 from .errors import AudioError, EvarError
 from .paths import embeddings_dir
 from .stats import EvarRunningStats
 from .tasks import Task
 from .tasks.base import atomic_write_text
+
+from .log import log
 
 CHUNK_ROWS = int(os.environ.get("EVAR_CHUNK_ROWS", 512))
 STATS_MAX_CLIPS = 5000
@@ -205,11 +208,8 @@ def optimised_for_inference(encoder: Encoder) -> Encoder:
 
 
 def _file_signature(task: Task) -> str:
-    digest = hashlib.sha256()
-    for rel, path in zip(task.meta["file"], task.paths()):
-        size = path.stat().st_size if path.exists() else -1
-        digest.update(f"{rel}|{size}\n".encode())
-    return digest.hexdigest()
+    """The files' content identity and the task root (see :mod:`evar.content`)."""
+    return content_signature(task.root, list(task.meta["file"]), index_path_for(task.name))
 
 
 def cache_folder(encoder: Encoder, task: Task, model_label: str, unit_sec: float, seed: int,
@@ -237,6 +237,9 @@ def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
 
 
 def _write_error(path: Path, exc: OSError) -> EvarError:
+    if exc.errno == errno.ENOENT:
+        return EvarError(f"cannot write {path}: its folder was removed while evar was writing (by another program or "
+                         "a manual clean-up); finished work is kept — rerun to resume")
     reason = "disk full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
     return EvarError(f"cannot write {path}: {reason}; nothing half-written was kept and finished chunks are safe — "
                      f"free space (or point EVAR_EMBEDDINGS_DIR elsewhere) and rerun to resume")
@@ -267,8 +270,7 @@ def _load_checked(path: Path, rows: int, written: dict | None = None) -> np.ndar
             and _file_sha256(path) != written["sha256"]:
         damaged = "checksum differs from the one recorded when it was written"
     if damaged:
-        print(f"evar: {path} is damaged ({damaged if isinstance(damaged, str) else 'wrong size'}); recomputing it",
-              file=sys.stderr)
+        log.warning("%s is damaged (%s); recomputing it", path, damaged if isinstance(damaged, str) else "wrong size")
         path.unlink(missing_ok=True)
         return None
     return array
@@ -314,14 +316,61 @@ def embed_task(encoder: Encoder, task: Task, model_label: str, batch_size: int |
         raise EvarError(f"embedding dtype must be one of {DTYPES}, got {dtype!r}")
     unit_sec = task.spec.unit_sec
     folder, material = cache_folder(encoder, task, model_label, unit_sec, seed, root, dtype)
+    cached = _cached_embeddings(folder, task, encoder, on_error)
+    if cached is not None:
+        return cached
+    folder.mkdir(parents=True, exist_ok=True)
+    with _compute_lock(folder, shard):
+        cached = _cached_embeddings(folder, task, encoder, on_error)  # another run may have finished them
+        if cached is not None:
+            return cached
+        return _compute(encoder, task, folder, material, model_label, batch_size, num_workers, on_error, seed,
+                        progress, shard, dtype)
+
+
+def _cached_embeddings(folder: Path, task: Task, encoder: Encoder, on_error: str) -> np.ndarray | None:
+    """The finished embeddings when present and whole, with the encoder's statistics set from the manifest.
+
+    Under ``on_error='fail'`` a cache that left files out (computed with ``skip``) is refused, naming them."""
     final, manifest_path = folder / "embeddings.npy", folder / "manifest.json"
+    if not final.is_file():
+        return None
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    X = _load_checked(final, len(task), manifest)
+    if X is None:
+        return None
+    skipped = manifest.get("skipped") or {}
+    if skipped and on_error == "fail":
+        shown = "; ".join(f"{f}: {r}" for f, r in list(sorted(skipped.items()))[:3])
+        more = f" (and {len(skipped) - 3} more)" if len(skipped) > 3 else ""
+        raise EvarError(f"the cached embeddings of {task.name} leave out {len(skipped)} unreadable file(s) "
+                        f"(computed with --on-error skip): {shown}{more}; rerun with --on-error skip to accept "
+                        "that, or fix the files (changed files are embedded again)")
+    if encoder.needs_stats and manifest.get("stats"):
+        encoder.set_stats(*manifest["stats"])
+    return X
+
+
+@contextlib.contextmanager
+def _compute_lock(folder: Path, shard: tuple[int, int] | None) -> Iterator[None]:
+    """One process computes a cache (or one shard of it) at a time: a second run waits, then reuses."""
+    name = "compute.lock" if shard is None else f"compute-{shard[0]}of{shard[1]}.lock"
+    with open(folder / name, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("another evar run is computing %s; waiting for it to finish, then reusing its work", folder)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _compute(encoder: Encoder, task: Task, folder: Path, material: dict, model_label: str, batch_size: int | None,
+             num_workers: int, on_error: str, seed: int, progress: bool, shard: tuple[int, int] | None,
+             dtype: str) -> np.ndarray | None:
+    """Compute the missing chunks (resuming an interrupted run) and assemble them when all exist."""
+    unit_sec = task.spec.unit_sec
+    manifest_path = folder / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"key": material, "skipped": {}}
-    if final.is_file():
-        X = _load_checked(final, len(task), manifest)
-        if X is not None:
-            if encoder.needs_stats and manifest.get("stats"):
-                encoder.set_stats(*manifest["stats"])
-            return X
     parts_dir = folder / "parts"
     parts_dir.mkdir(parents=True, exist_ok=True)
     if not manifest_path.is_file():
@@ -395,7 +444,7 @@ def _embed_chunks(encoder: Encoder, task: Task, chunks: list[int], parts_dir: Pa
                     if error:
                         emb[j] = np.nan
                         skipped[str(files.iloc[rows[int(index[j])]])] = error
-                        print(f"evar: skipped {error}", file=sys.stderr)
+                        log.warning("skipped %s", error)
                 outputs.append(emb)
                 bar.update(len(wav))
         if skipped:  # recorded before the chunk counts as done, so a resumed run still reports them
@@ -413,8 +462,8 @@ def _assemble_when_complete(folder: Path, n_chunks: int, n_rows: int, shard: tup
             return np.load(final, mmap_mode="r")
         missing = [c for c in range(n_chunks) if not (parts_dir / f"part-{c:05d}.npy").is_file()]
         if missing:
-            print(f"evar: shard {shard[0]}/{shard[1]} done; {len(missing)} of {n_chunks} chunks still to compute by the "
-                  f"other shards (the last one to finish assembles the embeddings)", file=sys.stderr)
+            log.info("shard %d/%d done; %d of %d chunks still to compute by the other shards (the last one to "
+                     "finish assembles the embeddings)", shard[0], shard[1], len(missing), n_chunks)
             return None
         parts = [np.load(parts_dir / f"part-{c:05d}.npy", mmap_mode="r") for c in range(n_chunks)]
         tmp = final.with_name(f"{final.name}.{os.getpid()}.tmp")

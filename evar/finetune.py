@@ -49,7 +49,7 @@ from .errors import EvarError
 from .losses import LOSSES, binary_cross_entropy, inverse_frequency_weights, make_loss
 from .paths import results_dir
 from .linear import mean_average_precision, seed_everything
-from .results import append_result
+from .results import append_result, check_writable
 from .stats import EvarRunningStats
 from .tasks import Split, Task, load_task
 from .tasks.base import atomic_write_text
@@ -595,6 +595,7 @@ def finetune(task: str, model: str, weights: str | None = None, device: str = "c
     continues the latest unfinished run with identical settings (same result as an uninterrupted
     run). ``epoch_hook(round, epoch, model)`` is called after each epoch's checkpoint is written.
     """
+    check_writable()  # checkpoints and the row go under the results folder
     prepared = load_task(task)
     settings = resolve_settings(model, **options)
     encoder = encoder or create_encoder(model, weights=weights, device=device)

@@ -38,9 +38,9 @@ TASK_SETTINGS = frozenset({"unit_sec"})
 
 def published_path() -> Path:
     """Reference numbers from the original papers: ``published.csv`` in the results directory when
-    the user keeps one there, else ``results/published.csv`` of evar's source tree."""
+    the user keeps one there, else the table installed with evar (``evar/published.csv``)."""
     own = results_dir() / "published.csv"
-    return own if own.is_file() else Path(__file__).resolve().parent.parent / "results" / "published.csv"
+    return own if own.is_file() else Path(__file__).resolve().parent / "published.csv"
 
 
 def load_published(path: str | Path | None = None, source: str | None = None) -> pd.DataFrame:
@@ -501,7 +501,7 @@ def _attach_published(board: Leaderboard, published: pd.DataFrame) -> None:
     for model, group in wanted.groupby("model", sort=True):
         board.published_sources[model] = " / ".join(dict.fromkeys(group["source"]))
     if wanted.empty:
-        board.notes.append("No published numbers for these models and tasks in results/published.csv.")
+        board.notes.append("No published numbers for these models and tasks in evar's published.csv.")
 
 
 def run_list(results: pd.DataFrame | None = None, protocol: str = "linear", tasks: Sequence[str] | None = None,

@@ -22,8 +22,11 @@ def embeddings_dir() -> Path:
 
 
 def results_dir() -> Path:
-    """Results store: ``$EVAR_RESULTS_DIR`` or ``./results``."""
-    return Path(os.environ.get("EVAR_RESULTS_DIR", "results"))
+    """Results store: ``$EVAR_RESULTS_DIR`` or ``<cache>/results`` (``~/.cache/evar/results``).
+
+    Not the working directory: run from a checkout of evar, ``./results`` holds the shipped example
+    results, which a user's runs must neither append to nor be mixed with."""
+    return Path(os.environ.get("EVAR_RESULTS_DIR", cache_dir() / "results"))
 
 
 def task_data_dir() -> Path:

@@ -30,6 +30,19 @@ def scores_path(directory: str | Path | None = None) -> Path:
     return Path(directory or results_dir()) / "scores.csv"
 
 
+def check_writable(directory: str | Path | None = None) -> Path:
+    """Fail before any work when the results folder cannot take a row (read-only, not a folder)."""
+    folder = Path(directory or results_dir())
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "scores.csv.lock", "a"):
+            pass
+    except OSError as exc:
+        raise EvarError(f"results folder {folder} is not writable ({exc.strerror or exc}); nothing was computed — "
+                        "fix its permissions or set EVAR_RESULTS_DIR to a writable folder") from exc
+    return folder
+
+
 def _row_line(record: dict[str, Any]) -> bytes:
     buffer = io.StringIO()
     csv.DictWriter(buffer, fieldnames=COLUMNS).writerow(record)

@@ -294,6 +294,10 @@ def probe_sed(task: str, model: str, weights: str | None = None, layers: Sequenc
 
     if encoder is None and ":" not in model:
         get_encoder_spec(model)
+    if record:
+        from .results import check_writable
+
+        check_writable()
     prepared = load_task(task)
     events = load_events(prepared)
     metric = primary_metric(task)

@@ -543,6 +543,9 @@ def run_sweep(jobs: Sequence[Job], backend: str | LocalBackend | RayBackend = "l
         if backend not in ("local", "ray"):
             raise EvarError(f"unknown backend {backend!r}; expected local or ray")
         backend = LocalBackend() if backend == "local" else RayBackend()
+    from .results import check_writable
+
+    check_writable()
     run, store = run or RunOptions(), store or JobStore()
     jobs = list({j.id: j for j in jobs}.values())
     ident = store.save_sweep(jobs)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Callable, Sequence
 
-from ..errors import EvarError
+from ..errors import EvarError, unknown_name
 from .base import Encoder, LayerFusion, mean_max_pool
 
 ENTRY_POINT_GROUP = "evar.encoders"
@@ -109,7 +109,7 @@ def get_encoder_spec(name: str) -> EncoderSpec:
     """The registry entry for ``name``; a clear error listing the known names otherwise."""
     _discover()
     if name not in _REGISTRY:
-        raise EvarError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}")
+        raise unknown_name("model", name, _REGISTRY)
     return _REGISTRY[name]
 
 

@@ -12,7 +12,7 @@ from typing import Callable
 
 import pandas as pd
 
-from ..errors import EvarError
+from ..errors import EvarError, unknown_name
 from ..paths import prepared_tasks_dir
 from .base import (
     LABEL_SEPARATOR, ON_ERROR_CHOICES, Split, Task, TaskSpec, atomic_write_text, check_audio_files, check_metadata,
@@ -63,7 +63,7 @@ def get_task_spec(name: str) -> TaskSpec:
     for spec in list_tasks():
         if spec.name == name:
             return spec
-    raise EvarError(f"unknown task {name!r}; known tasks: {', '.join(s.name for s in list_tasks())}")
+    raise unknown_name("task", name, [s.name for s in list_tasks()])
 
 
 def metadata_paths(name: str) -> tuple[Path, Path]:
@@ -110,7 +110,7 @@ def prepare_task(name: str, root: str | Path, on_error: str = "fail") -> Task:
     """
     _load_builtins()
     if name not in _REGISTRY:
-        raise EvarError(f"unknown task {name!r}; known tasks: {', '.join(sorted(_REGISTRY))}")
+        raise unknown_name("task", name, _REGISTRY)
     root = Path(root).expanduser()
     if not root.is_dir():
         raise EvarError(f"--root {root}: not a directory")

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from ..audio import read_error_reason
+from ..audio import read_error_reason, truncation_reason
 from ..errors import EvarError
 
 ON_ERROR_CHOICES = ("fail", "skip")
@@ -85,6 +85,8 @@ def check_audio_files(root: Path, meta: pd.DataFrame, on_error: str) -> tuple[pd
                     reason = "unreadable audio (no audio header)"
                 elif info.frames == 0:
                     reason = "audio is empty (0 samples)"
+                else:
+                    reason = truncation_reason(info)
             except Exception as exc:
                 reason = f"unreadable audio ({read_error_reason(exc)})"
         if reason:

@@ -36,10 +36,18 @@ def _close(actual: torch.Tensor, expected: np.ndarray) -> None:
     np.testing.assert_allclose(actual.numpy(), expected, rtol=RTOL, atol=ATOL)
 
 
+def _close_power(log_spec: torch.Tensor, expected_log: np.ndarray) -> None:
+    """Compare log(power + 1e-7) where it is well conditioned: as power spectra, with an absolute tolerance
+    scaled to the peak power (in bins of almost no energy the log turns float32 rounding into 1e-3 errors)."""
+    power = np.exp(log_spec.double().numpy()) - 1e-7
+    expected = np.exp(expected_log.astype(np.float64)) - 1e-7
+    np.testing.assert_allclose(power, expected, rtol=1e-4, atol=1e-5 * expected.max())  # observed 4.8e-7 x peak
+
+
 def test_matches_original(official: Path, reference: dict) -> None:
     wav_a, wav_b = torch.from_numpy(reference["wav_a"]), torch.from_numpy(reference["wav_b"])
     per_clip = evar.load_encoder("wav2clip", weights=str(official), frame_hop=4000)
-    _close(per_clip.encoder.log_spectrogram(wav_a), reference["logspec_a"])
+    _close_power(per_clip.encoder.log_spectrogram(wav_a), reference["logspec_a"])
     _close(per_clip.embed(wav_a), reference["proj_single_a"])
     _close(per_clip.embed(wav_b), reference["proj_single_b"])
     frames, timestamps = per_clip.embed_frames(wav_b)
