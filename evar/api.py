@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -17,6 +16,7 @@ from .paths import results_dir
 from .results import append_result, check_writable
 from .tasks import Task, load_task
 from .tasks.base import atomic_write_text
+from .log import log
 
 
 def model_label(model: str, layers: Sequence[int | str] | None = None) -> str:
@@ -51,6 +51,34 @@ def embed(model: str, task: str | None = None, files: Sequence[str | Path] | Non
         raise EvarError("--shard applies to a task's embeddings, not to files")
     embeddings, _ = embed_files(encoder, files or [], unit_sec, batch_size, num_workers, on_error, progress, stats)
     return embeddings
+
+
+def embed_files_to(out: str | Path, model: str, files: Sequence[str | Path], weights: str | None = None,
+                   layers: Sequence[int | str] | None = None, device: str = "cpu", batch_size: int | None = None,
+                   num_workers: int = 0, on_error: str = "fail", unit_sec: float | None = None,
+                   options: dict | None = None, stats: tuple[float, float] | None = None,
+                   progress: bool = True) -> tuple[np.ndarray, Path]:
+    """Embed ``files`` into ``out`` (.npy, one row per file in the given order) and write the list of files
+    beside it (``<out>.files.csv``: row, file, status — ``ok`` or why the row is NaN). Both files are
+    written whole or not at all."""
+    import pandas as pd
+
+    out = Path(out)
+    encoder = _encoder(model, weights, layers, device, **(options or {}))
+    embeddings, errors = embed_files(encoder, files, unit_sec, batch_size, num_workers, on_error, progress, stats)
+    listing = out.with_name(out.name.removesuffix(".npy") + ".files.csv")
+    table = pd.DataFrame({"row": range(len(files)), "file": [str(f) for f in files],
+                          "status": [e or "ok" for e in errors]})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(listing, table.to_csv(index=False))
+    tmp = out.with_name(out.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, embeddings)
+    tmp.replace(out)
+    skipped = sum(bool(e) for e in errors)
+    if skipped:
+        log.warning("%d of %d file(s) could not be read; their rows are NaN and %s says why", skipped, len(files), listing)
+    return embeddings, listing
 
 
 def probe(task: str, model: str, weights: str | None = None, layers: Sequence[int | str] | None = None,
@@ -153,9 +181,9 @@ def _record(result: ProbeResult, model: str, layers: Sequence[int | str] | None,
                         f"{100 * result.mean:.2f} ± {100 * result.std:.2f} (embeddings are cached; rerun to record it)"
                         ) from exc
     if skipped:
-        log = results_dir() / "skipped" / f"{row['run_id']}.log"
-        atomic_write_text(log, "".join(f"{file}\t{reason}\n" for file, reason in sorted(skipped.items())))
-        print(f"evar: {len(skipped)} file(s) left out of {result.task}; listed in {log}", file=sys.stderr)
+        path = results_dir() / "skipped" / f"{row['run_id']}.log"
+        atomic_write_text(path, "".join(f"{file}\t{reason}\n" for file, reason in sorted(skipped.items())))
+        log.warning("%d file(s) left out of %s; listed in %s", len(skipped), result.task, path)
 
 
 def get_spec_weights(model: str) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from pathlib import Path
 
@@ -24,7 +25,7 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     if not path.is_file():
         raise AudioError(f"{path}: file not found")
     try:
-        with sf.SoundFile(str(path)) as f:
+        with sf.SoundFile(os.fsencode(path)) as f:  # bytes: names that are not valid UTF-8 open too
             truncated = truncation_reason(f)
             wav, file_rate = f.read(dtype="float32", always_2d=True), f.samplerate
     except Exception as exc:  # soundfile raises several types for corrupt files

@@ -358,7 +358,8 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         from .tasks import prepare_task
 
         task = prepare_task(args.task, args.root, args.on_error)
-    print(f"prepared {task.name}: {len(task)} files, {len(task.classes)} classes, root {task.root}")
+    print(f"prepared {task.name}: {len(task)} files, {len(task.classes)} classes, unit {task.spec.unit_sec:g} s, "
+          f"root {task.root}")
 
 
 @command("download")
@@ -376,32 +377,24 @@ def cmd_download(args: argparse.Namespace) -> None:
 
 @command("embed")
 def cmd_embed(args: argparse.Namespace) -> None:
-    import numpy as np
-
-    from .api import embed
+    from .api import embed, embed_files_to
 
     if bool(args.task) == bool(args.files):
         raise EvarError("give either --task TASK or audio files")
-    files = None
     if args.files:
-        files = sorted({f for pattern in args.files for f in (glob.glob(pattern) or [pattern])})
         if not args.out:
             raise EvarError("--out PATH.npy is required when embedding files")
-    emb = embed(args.model, task=args.task, files=files, weights=args.weights, layers=_layers(args.layers),
-                device=args.device, batch_size=args.batch_size, num_workers=args.num_workers,
-                on_error=args.on_error, unit_sec=args.unit_sec, options=args.model_options, stats=args.stats,
-                shard=args.shard, dtype=args.dtype)
-    if emb is None:
-        return  # a shard whose siblings are still running; embed_task said how many chunks are left
-    if files:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, emb)
-        tmp.replace(out)
-        print(f"wrote {out}: {emb.shape[0]} x {emb.shape[1]}")
-    else:
+        files = [f for pattern in args.files for f in (sorted(glob.glob(pattern)) or [pattern])]  # order kept
+        emb, listing = embed_files_to(args.out, args.model, files, weights=args.weights, layers=_layers(args.layers),
+                                      device=args.device, batch_size=args.batch_size, num_workers=args.num_workers,
+                                      on_error=args.on_error, unit_sec=args.unit_sec, options=args.model_options,
+                                      stats=args.stats)
+        print(f"wrote {args.out}: {emb.shape[0]} x {emb.shape[1]} (files in {listing})")
+        return
+    emb = embed(args.model, task=args.task, weights=args.weights, layers=_layers(args.layers), device=args.device,
+                batch_size=args.batch_size, num_workers=args.num_workers, on_error=args.on_error,
+                options=args.model_options, shard=args.shard, dtype=args.dtype)
+    if emb is not None:  # None: a shard whose siblings are still running (embed_task said how many chunks are left)
         print(f"embeddings of {args.task}: {emb.shape[0]} x {emb.shape[1]} (cached)")
 
 

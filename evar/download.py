@@ -196,7 +196,8 @@ def _md5(path: Path) -> str:
 
 def fetch_file(remote: RemoteFile, dest: Path, progress: bool = True) -> Path:
     """Download ``remote`` to ``dest`` (resumable, sha256 checked by evar.weights.download), then check md5."""
-    path = download(remote.url, dest, remote.sha256, progress=progress)
+    path = download(remote.url, dest, remote.sha256, progress=progress,
+                    manual=f"download {remote.url} yourself into {dest.parent} (evar download resumes from it)")
     if remote.md5 is not None:
         got = _md5(path)
         if got != remote.md5:

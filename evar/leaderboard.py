@@ -1,7 +1,8 @@
 """Leaderboards for papers: model x task tables from ``results/scores.csv`` (Markdown, LaTeX, CSV, HTML).
 
-Which runs count: the latest run of each (model, layers, weights sha256, task, protocol, settings)
-wins (``all_runs`` lists every run instead). Runs with different settings or weights are never
+Which runs count: of each (model, layers, weights sha256, task, protocol, settings), the run resting on
+the most seeds, the latest among equals (``all_runs`` lists every run instead): a later one-seed run
+does not hide a three-seed average. A note names the cells resting on fewer seeds than the others. Runs with different settings or weights are never
 merged: when one (model, task) cell holds several, the model's row is split into one row per
 variant, labelled with a short hash, and a footnote names the settings that differ. Runs recorded
 by a layer-wise probe (``settings["layer_wise"]``) are left to ``evar plot layers``.
@@ -137,11 +138,22 @@ def prepare_runs(results: pd.DataFrame, protocol: str, ignore: frozenset[str] = 
     runs["settings_dict"] = [flatten_settings(s) for s in runs["settings"]]
     runs["shash"] = [settings_hash(s, ignore) for s in runs["settings_dict"]]
     runs["order"] = range(len(runs))
+    runs["n_seeds"] = [_count_seeds(s) for s in runs["seeds"]]
     return runs.sort_values(["date", "order"], kind="mergesort")
 
 
-def _latest(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    return runs.groupby(keys, sort=False).tail(1)
+def _count_seeds(text: str) -> int:
+    try:
+        seeds = json.loads(text) if text else []
+    except ValueError:
+        return 1
+    return len(seeds) if isinstance(seeds, list) else 1
+
+
+def best_founded(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Per group of ``keys``: the run with the most seeds, the latest among those."""
+    ranked = runs.sort_values(["n_seeds", "date", "order"], kind="mergesort")
+    return ranked.groupby(keys, sort=False).tail(1).sort_values(["date", "order"], kind="mergesort")
 
 
 def _filter(runs: pd.DataFrame, tasks: Sequence[str] | None, models: Sequence[str] | None) -> pd.DataFrame:
@@ -455,7 +467,14 @@ def build_leaderboard(results: pd.DataFrame | None = None, protocol: str = "line
     if layer_wise.any():
         notes.append(f"{int(layer_wise.sum())} layer-wise probe run(s) are not shown; "
                      "plot them with: evar plot layers.")
-    runs = _latest(runs[~layer_wise], ["model", "layers", "weights_sha256", "task", "shash"])
+    runs = best_founded(runs[~layer_wise], ["model", "layers", "weights_sha256", "task", "shash"])
+    if runs["n_seeds"].nunique() > 1:
+        most = int(runs["n_seeds"].max())
+        fewer = runs[runs["n_seeds"] < most]
+        notes.append(f"Seeds per number: {most}, except " + "; ".join(
+            f"{r.label} on {r.task}: {r.n_seeds}" for r in fewer.itertuples()) + ".")
+    elif len(runs):
+        notes.append(f"Each number rests on {int(runs['n_seeds'].iloc[0])} seed(s) per fold or split.")
     row_of: dict[int, str] = {}
     base: dict[str, str] = {}
     for label, group in runs.groupby("label", sort=False):

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import EvarError
-from .leaderboard import RUN_ONLY_SETTINGS, TASK_SETTINGS, TASK_TITLES, build_leaderboard, prepare_runs
+from .leaderboard import RUN_ONLY_SETTINGS, TASK_SETTINGS, TASK_TITLES, best_founded, build_leaderboard, prepare_runs
 from .paths import results_dir
 from .results import read_results
 
@@ -70,7 +70,7 @@ def layer_scores(model: str, task: str, results: pd.DataFrame | None = None, pro
         raise EvarError(f"no single-layer {protocol} results for {model} on {task}; "
                         f"run: evar probe --task {task} --model {model} --layers all")
     runs = runs.assign(layer=runs["layers"].astype(int))
-    runs = runs.groupby(["layer", "weights_sha256", "shash"], sort=False).tail(1)
+    runs = best_founded(runs, ["layer", "weights_sha256", "shash"])
     variants = runs[["weights_sha256", "shash"]].drop_duplicates()
     names = {}
     for w, s in variants.itertuples(index=False):
@@ -96,7 +96,9 @@ def plot_layers(model: str, task: str, results: pd.DataFrame | None = None, prot
                     label=f"{model} {variant}".strip() + " per layer")
     final = _final_score(results, protocol, model, task)
     if final is not None:
-        ax.axhline(final, linestyle="--", color="0.4", label=f"{model} final embedding ({final:.1f}%)")
+        score, n_seeds = final
+        ax.axhline(score, linestyle="--", color="0.4",
+                   label=f"{model} final embedding ({score:.1f}%, {n_seeds} seed{'s' if n_seeds > 1 else ''})")
     ax.set_xlabel("layer index (0 = first exposed layer)")
     ax.set_ylabel(f"{metric} (%)")
     ax.set_xticks(sorted(scores["layer"].unique()))
@@ -111,10 +113,14 @@ def _metric(results: pd.DataFrame, protocol: str, task: str) -> str:
     return str(rows["metric"].iloc[-1]) if len(rows) else "score"
 
 
-def _final_score(results: pd.DataFrame, protocol: str, model: str, task: str) -> float | None:
+def _final_score(results: pd.DataFrame, protocol: str, model: str, task: str) -> tuple[float, int] | None:
+    """The final embedding's score (and its seed count), chosen as the leaderboard chooses: most seeds, then latest."""
     runs = prepare_runs(results, protocol)
     runs = runs[(runs["model"] == model) & (runs["task"] == task) & (runs["layers"] == "")]
-    return float(runs["score_pct"].iloc[-1]) if len(runs) else None
+    if runs.empty:
+        return None
+    best = runs.sort_values(["n_seeds", "date", "order"], kind="mergesort").iloc[-1]
+    return float(best["score_pct"]), int(best["n_seeds"])
 
 
 def plot_bars(results: pd.DataFrame | None = None, protocol: str = "linear", tasks: Sequence[str] | None = None,

@@ -77,12 +77,19 @@ def _fetch(url: str, part: Path, progress: bool, desc: str) -> None:
             raise http.client.IncompleteRead(b"", total - part.stat().st_size)
 
 
+def _reason(exc: BaseException) -> str:
+    """``URLError(gaierror(-2, 'Name or service not known'))`` -> ``Name or service not known``."""
+    inner = getattr(exc, "reason", None) or exc
+    return getattr(inner, "strerror", None) or str(inner) or type(exc).__name__
+
+
 def download(url: str, dest: str | Path, sha256: str | None = None, progress: bool = True,
-             attempts: int = 3) -> Path:
+             attempts: int = 3, manual: str = "download it yourself and pass --weights PATH") -> Path:
     """Download ``url`` to ``dest``, resuming a partial ``dest.part``, verifying ``sha256``.
 
     A dropped connection is resumed (HTTP Range) up to ``attempts`` times in this call; the file
-    appears at ``dest`` only when complete and verified (rename of the ``.part``).
+    appears at ``dest`` only when complete and verified (rename of the ``.part``). An empty ``.part``
+    (nothing arrived) is not kept. ``manual`` says how to do without the download, in the error.
     """
     dest = Path(dest)
     if dest.is_file() and (sha256 is None or file_sha256(dest) == sha256):
@@ -96,8 +103,10 @@ def download(url: str, dest: str | Path, sha256: str | None = None, progress: bo
         except (OSError, http.client.HTTPException) as exc:
             if attempt == attempts:
                 have = part.stat().st_size if part.exists() else 0
-                raise EvarError(f"download of {url} failed ({exc!r}); {have} bytes kept in {part}: run again to "
-                                "resume, or download it yourself and pass --weights PATH") from exc
+                if have == 0:
+                    part.unlink(missing_ok=True)
+                kept = f"{have} bytes kept in {part}: run again to resume" if have else "nothing was kept: run again"
+                raise EvarError(f"download of {url} failed ({_reason(exc)}); {kept}, or {manual}") from exc
     if sha256 is not None:
         got = file_sha256(part)
         if got != sha256:

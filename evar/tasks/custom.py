@@ -8,6 +8,7 @@ built-in ones and is then found by ``load_task(name)`` and ``evar list``.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ import pandas as pd
 import soundfile as sf
 
 from ..errors import EvarError
+from ..log import log
 from . import (
     LABEL_SEPARATOR, Task, TaskSpec, _REGISTRY, _load_builtins, check_audio_files, save_prepared, split_labels,
 )
@@ -47,13 +49,28 @@ def _normalise_labels(labels: pd.Series) -> pd.Series:
     return labels.map(lambda s: LABEL_SEPARATOR.join(p.strip() for p in s.split(LABEL_SEPARATOR) if p.strip()))
 
 
+#: clips longer than this many times the median duration are outliers and left out of the default unit
+OUTLIER_FACTOR = 4.0
+
+
 def _default_unit_sec(root: Path, files: pd.Series) -> float:
-    """Mean clip duration, rounded to 0.01 s: EVAR's unit for variable-length tasks (e.g. VC1 8.2 s)."""
+    """Mean clip duration, rounded to 0.01 s: EVAR's unit for variable-length tasks (e.g. VC1 8.2 s).
+
+    Clips longer than ``OUTLIER_FACTOR`` times the median are left out of the mean, with a warning naming
+    them: one 10-minute recording among 2-s clips would otherwise make every clip 14 s of mostly padding."""
     durations = []
     for rel in files:
-        info = sf.info(str(root / rel))
+        info = sf.info(os.fsencode(root / rel))
         durations.append(info.frames / info.samplerate)
-    return max(0.01, round(float(np.mean(durations)), 2))
+    durations = np.asarray(durations)
+    outliers = durations > OUTLIER_FACTOR * np.median(durations)
+    if outliers.any():
+        longest = int(np.argmax(durations))
+        log.warning("%d clip(s) longer than %g x the median duration (%.2f s) are left out of the default unit, "
+                    "e.g. %s (%.1f s); they are cropped to the unit — pass --unit-sec to choose it yourself",
+                    int(outliers.sum()), OUTLIER_FACTOR, float(np.median(durations)), files.iloc[longest],
+                    durations[longest])
+    return max(0.01, round(float(np.mean(durations[~outliers])), 2))
 
 
 def prepare_custom(csv: str | Path, root: str | Path, name: str, unit_sec: float | None = None,

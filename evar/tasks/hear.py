@@ -17,6 +17,7 @@ scores clip-level labels only.
 
 from __future__ import annotations
 
+import os
 import json
 import re
 import sys
@@ -140,7 +141,7 @@ def _events(split_json: Path) -> tuple[pd.DataFrame, list[str]]:
 
 def _mean_duration(root: Path, files: pd.Series) -> float:
     """Mean clip duration rounded to 0.01 s (the unit for tasks without a fixed sample_duration)."""
-    durations = [sf.info(str(root / f)).duration for f in files]
+    durations = [sf.info(os.fsencode(root / f)).duration for f in files]
     return max(0.01, round(float(np.mean(durations)), 2))
 
 

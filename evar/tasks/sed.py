@@ -17,6 +17,7 @@ HEAR 2021 event task folders are read by :func:`evar.tasks.hear.prepare_hear`.
 
 from __future__ import annotations
 
+import os
 import hashlib
 import json
 import re
@@ -120,7 +121,7 @@ def save_event_task(spec: TaskSpec, root: Path, clips: pd.DataFrame, events: pd.
         print(f"evar: skipped {problem['file']}: {problem['reason']}", file=sys.stderr)
     if clips.empty:
         raise EvarError(f"{spec.name}: no usable audio files under {root}")
-    durations = {f: sf.info(str(root / f)).duration for f in clips["file"]}
+    durations = {f: sf.info(os.fsencode(root / f)).duration for f in clips["file"]}
     events = events[events["file"].isin(durations)].copy()
     duration = events["file"].map(durations)
     late = events["onset"] >= duration
@@ -218,7 +219,7 @@ def prepare_sed(csv: str | Path, root: str | Path, name: str, unit_sec: float | 
         raise EvarError(f"{csv}: a task needs train and test clips")
     events = pd.DataFrame({"file": table["file"], "onset": onset, "offset": offset, "label": table["label"]})[~blank]
     if unit_sec is None:
-        unit_sec = max(0.01, round(float(np.mean([sf.info(str(root / f)).duration for f in clips["file"]
+        unit_sec = max(0.01, round(float(np.mean([sf.info(os.fsencode(root / f)).duration for f in clips["file"]
                                                   if (root / f).is_file()] or [1.0])), 2))
     if not unit_sec > 0:
         raise EvarError(f"unit_sec must be positive, got {unit_sec}")
