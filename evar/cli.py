@@ -585,7 +585,11 @@ def main(argv: list[str] | None = None) -> int:
     from .log import install_cli_handler
 
     parser = build_parser()
-    args = parser.parse_args(_join_signed_values(list(sys.argv[1:] if argv is None else argv)))
+    try:
+        args = parser.parse_args(_join_signed_values(list(sys.argv[1:] if argv is None else argv)))
+        _check_device(parser, args)
+    except SystemExit as exc:  # --help, or a mistake already reported in one line
+        return int(exc.code or 0)
     install_cli_handler(args.verbose - args.quiet)
     if args.version:
         from . import __version__
@@ -595,7 +599,6 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    _check_device(parser, args)
     try:
         return COMMANDS[args.command](args) or 0
     except EvarError as exc:

@@ -143,7 +143,12 @@ def create_encoder(
     else:
         spec = get_encoder_spec(name)
         _check_options(name, spec.factory, kwargs)
-        encoder = spec.factory(weights=weights, **{**spec.defaults, **kwargs})
+        try:
+            encoder = spec.factory(weights=weights, **{**spec.defaults, **kwargs})
+        except TypeError as exc:  # an option the factory passes on (**kwargs) to a class that does not take it
+            if "unexpected keyword argument" not in str(exc):
+                raise
+            raise EvarError(f"{name} takes no option {str(exc).rsplit(' ', 1)[-1]} ({exc})") from exc
     if layers:
         try:
             encoder = LayerFusion(encoder, layers)
