@@ -11,7 +11,7 @@ from .extract import embed_files, embed_task, parse_shard, skipped_clips
 from .encoders import create_encoder, get_encoder_spec
 from .encoders.base import Encoder, LayerFusion
 from .errors import EvarError
-from .linear import ProbeResult, evaluate_embeddings
+from .linear import ProbeResult, evaluate_embeddings, evar_row_orders
 from .paths import results_dir
 from .results import append_result, check_writable
 from .tasks import Task, load_task
@@ -85,8 +85,11 @@ def probe(task: str, model: str, weights: str | None = None, layers: Sequence[in
           seeds: Sequence[int] = (42,), device: str = "cpu", batch_size: int | None = None, num_workers: int = 0,
           on_error: str = "fail", lr: float = 3e-4, max_epochs: int = 200, patience: int = 20,
           record: bool = True, progress: bool = True, encoder: Encoder | None = None,
-          options: dict | None = None, dtype: str = "float32") -> ProbeResult:
+          options: dict | None = None, dtype: str = "float32", mode: str = "evar") -> ProbeResult:
     """EVAR linear evaluation of ``model`` on ``task``; appends a row to ``results/scores.csv`` when ``record``.
+
+    ``mode="evar"`` reproduces EVAR's classifier and random stream seed for seed (:class:`evar.linear.LinearProbe`);
+    ``"clean"`` seeds every fold and seed on its own.
 
     An event (SED) task runs the frame-level probe of :func:`evar.sed.probe_sed` instead (BCE loss).
     """
@@ -109,9 +112,11 @@ def probe(task: str, model: str, weights: str | None = None, layers: Sequence[in
     label = model_label(model, layers)
     X = embed_task(encoder, prepared, label, batch_size, num_workers, on_error, progress=progress, dtype=dtype)
     skipped = skipped_clips(prepared, encoder, label, dtype)
-    settings = linear_settings(prepared, encoder.config(), device, lr, max_epochs, patience, dtype, skipped)
-    rounds, scores = evaluate_embeddings(X, prepared, seeds, progress, lr=lr, max_epochs=max_epochs,
-                                         patience=patience, device=device)
+    settings = linear_settings(prepared, encoder.config(), device, lr, max_epochs, patience, dtype, skipped, mode)
+    orders = evar_row_orders(prepared, getattr(encoder, "evar_init_words", None), encoder.needs_stats) \
+        if mode == "evar" else None
+    rounds, scores = evaluate_embeddings(X, prepared, seeds, progress, row_orders=orders, lr=lr,
+                                         max_epochs=max_epochs, patience=patience, device=device, mode=mode)
     result = ProbeResult(task, label, prepared.spec.metric, rounds, list(seeds), scores, settings)
     if record:
         _record(result, model, layers, weights, encoder, skipped)
@@ -149,11 +154,11 @@ def probe_layers(task: str, model: str, weights: str | None = None, seeds: Seque
 
 
 def linear_settings(task: Task, encoder_config: dict, device: str, lr: float, max_epochs: int, patience: int,
-                    dtype: str = "float32", skipped: dict[str, str] | None = None) -> dict:
+                    dtype: str = "float32", skipped: dict[str, str] | None = None, mode: str = "evar") -> dict:
     """Everything a results row needs to reproduce the probe (``evar probe`` and ``evar sweep`` rows alike)."""
     settings = {"lr": lr, "max_epochs": max_epochs, "patience": patience, "probe_batch_size": 200,
                 "unit_sec": task.spec.unit_sec, "encoder": encoder_config, "device": device,
-                "skipped_files": sorted(skipped or {})}
+                "skipped_files": sorted(skipped or {}), "linear_mode": mode}
     if dtype != "float32":  # float32 rows read as before
         settings["embedding_dtype"] = dtype
     return settings

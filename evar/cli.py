@@ -170,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=POSITIVE_FLOAT, default=3e-4)
     p.add_argument("--max-epochs", type=POSITIVE_INT, default=200)
     p.add_argument("--patience", type=NON_NEGATIVE_INT, default=20)
+    p.add_argument("--linear-mode", choices=["evar", "clean"], default="evar",
+                   help="evar (default): EVAR's classifier and random stream, seed for seed (its two-pass runner); "
+                        "clean: each fold and seed seeded on its own, scaler on the training part, argmax of logits")
     p.add_argument("--loss", choices=["bce", "afl", "soft_f1"], default="bce",
                    help="event (SED) tasks: frame loss; afl: asymmetric focal loss, soft_f1: soft F-measure")
     p.add_argument("--afl-gamma", type=float, default=0.0, help="event tasks, afl: focus on active frames")
@@ -299,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=POSITIVE_FLOAT, default=3e-4, help="linear probe learning rate")
     p.add_argument("--max-epochs", type=POSITIVE_INT, default=200, help="linear probe epochs at most")
     p.add_argument("--patience", type=NON_NEGATIVE_INT, default=20, help="linear probe early-stopping patience")
+    p.add_argument("--linear-mode", choices=["evar", "clean"], default="evar", help="as for evar probe")
 
     p = sub.add_parser("status", help="jobs of the last sweep (or --sweep ID): done, running, failed, with reasons")
     p.add_argument("--sweep", help="sweep id (or its start); default: the sweep run last")
@@ -432,7 +436,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
     result = probe(args.task, args.model, weights=args.weights, layers=_layers(args.layers), seeds=seeds,
                    device=args.device, batch_size=args.batch_size, num_workers=args.num_workers,
                    on_error=args.on_error, lr=args.lr, max_epochs=args.max_epochs, patience=args.patience,
-                   options=args.model_options, dtype=args.dtype)
+                   options=args.model_options, dtype=args.dtype, mode=args.linear_mode)
     per_round = ", ".join(f"{name} {100 * sum(s) / len(s):.2f}" for name, s in zip(result.rounds, result.scores))
     print(f"{result.model} on {result.task}: {result.metric} {100 * result.mean:.2f} ± {100 * result.std:.2f} ({per_round})")
 
@@ -521,7 +525,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import LocalBackend, RayBackend, RunOptions, make_grid, parse_models, run_sweep
 
     seeds = args.seed_list or list(range(42, 42 + args.seeds))
-    settings = {"lr": args.lr, "max_epochs": args.max_epochs, "patience": args.patience} if args.protocol == "linear" else {}
+    settings = {"lr": args.lr, "max_epochs": args.max_epochs, "patience": args.patience,
+                "mode": args.linear_mode} if args.protocol == "linear" else {}
     jobs = make_grid(parse_models(args.models), [t.strip() for t in args.tasks.split(",") if t.strip()], seeds,
                      args.protocol, weights=_per_model(args.weights), options=args.model_options, **settings)
     backend = (RayBackend(args.address, args.num_cpus, args.num_gpus, args.max_retries) if args.backend == "ray"

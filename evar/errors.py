@@ -15,8 +15,8 @@ class AudioError(EvarError):
 
 
 def unknown_name(kind: str, name: str, known: Iterable[str]) -> EvarError:
-    """``unknown model 'byol'; did you mean 'byola'? known models: ...``"""
+    """``unknown model 'byol' (did you mean 'byola'?); known models: ...``"""
     known = sorted(known)
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
-    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    return EvarError(f"unknown {kind} {name!r}{hint} known {kind}s: {', '.join(known)}")
+    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    return EvarError(f"unknown {kind} {name!r}{hint}; known {kind}s: {', '.join(known)}")

@@ -43,6 +43,7 @@ from .content import content_signature, index_path_for
 from .encoders.base import Encoder
 from .errors import AudioError, EvarError
 from .paths import embeddings_dir
+from .evar_stream import pass1_orders, stats_batches
 from .stats import EvarRunningStats
 from .tasks import Task
 from .tasks.base import atomic_write_text
@@ -151,12 +152,7 @@ def measure_stats(encoder: Encoder, task: Task, unit_sec: float, seed: int = 42,
     keys = list(task.meta["file"].iloc[rows])
     dataset = ClipDataset([all_paths[i] for i in rows], encoder.sample_rate, int(unit_sec * encoder.sample_rate),
                           np.ones(len(rows), dtype=bool), seed, on_error="skip", keys=keys)
-    batches, seen = [], 0
-    for batch in _loader(range(len(rows)), batch_size, 0, shuffle=True, seed=seed):  # the batches EVAR draws
-        batches.append(batch.tolist())
-        seen += len(batch)
-        if seen >= max_clips:
-            break
+    batches = [b.tolist() for b in stats_batches(stats_order(encoder, task, seed), max_clips, batch_size)]
     pieces = [batch[i:i + STATS_PIECE] for batch in batches for i in range(0, len(batch), STATS_PIECE)]
     loader = DataLoader(dataset, batch_sampler=pieces, num_workers=num_workers)
     stats, batch_index, piece_index = EvarRunningStats(), 0, 0
@@ -177,6 +173,19 @@ def measure_stats(encoder: Encoder, task: Task, unit_sec: float, seed: int = 42,
                     stats.put_moments(count, total, total_sq)
                 batch_index, piece_index, (count, total, total_sq) = batch_index + 1, 0, (0, 0.0, 0.0)
     return stats.result()
+
+
+def stats_order(encoder: Encoder, task: Task, seed: int = 42) -> np.ndarray:
+    """The order in which EVAR's statistics pass meets the first round's training clips: its seeded loader's
+    permutation, replayed exactly when the encoder's construction draws are known (``evar_init_words``), else a
+    permutation from a generator seeded with ``seed``."""
+    splits = list(task.splits())
+    words = getattr(encoder, "evar_init_words", None)
+    if words is not None:
+        rounds = [(len(s.train), len(s.valid) if s.valid is not None else 0, len(s.test)) for s in splits]
+        return pass1_orders(rounds, words, seed).stats_order
+    n = len(splits[0].train)
+    return next(iter(_loader(range(n), n, 0, shuffle=True, seed=seed))).numpy()
 
 
 def optimised_for_inference(encoder: Encoder) -> Encoder:
@@ -217,6 +226,8 @@ def cache_folder(encoder: Encoder, task: Task, model_label: str, unit_sec: float
     """The folder for these embeddings and the material its key hashes."""
     material = {"encoder": encoder.config(), "task": task.name, "files": _file_signature(task),
                 "unit_sec": unit_sec, "crop_seed": seed}
+    if encoder.needs_stats:  # which clips the statistics pass reads first (EVAR's running mean leaves them out)
+        material["stats_order"] = "evar-pass1" if getattr(encoder, "evar_init_words", None) is not None else "seeded"
     if dtype != "float32":  # float32 keys stay those of earlier versions
         material["dtype"] = dtype
     key = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:16]

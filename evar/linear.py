@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -13,6 +12,8 @@ from torch import nn
 from tqdm import tqdm
 
 from .errors import EvarError
+from .evar_stream import holdout, init_linear, loader_iteration, pass1_orders
+from .log import log
 
 
 def seed_everything(seed: int) -> None:
@@ -36,23 +37,47 @@ def mean_average_precision(y_true: np.ndarray, scores: np.ndarray) -> float:
     return float(np.mean(aps)) if aps else float("nan")
 
 
+#: ``evar``: EVAR's classifier exactly (its random stream, scaler and scoring, see :class:`LinearProbe`);
+#: ``clean``: each fit seeded on its own, scaler fitted on the training part, argmax of the logits
+LINEAR_MODES = ("evar", "clean")
+
+
+class ProbeStream:
+    """The random generators one EVAR linear run draws from, in order, for all its rounds (one per seed):
+    torch's (weights, batch order) and NumPy's legacy one (holdouts), as ``seed_everything(seed)`` leaves them."""
+
+    def __init__(self, seed: int) -> None:
+        self.torch = torch.Generator().manual_seed(seed)
+        self.numpy = np.random.RandomState(seed)
+
+
 class LinearProbe:
     """scikit-learn-style linear probe with EVAR's settings (TorchMLPClassifier2 without hidden layers).
 
-    ``fit`` standardises with statistics of the training embeddings, trains ``nn.Linear`` with Adam
-    (minibatches of ``min(batch_size, n)``) and stops when validation accuracy (mAP for multi-label)
-    has not improved for ``patience`` epochs, restoring the best weights; an equal score replaces the
-    best. Without a validation set, a random ``valid_fraction`` of the training data is held out,
-    re-drawn until every class appears in it.
+    ``fit`` standardises the embeddings, trains ``nn.Linear`` with Adam (minibatches of ``min(batch_size, n)``)
+    and stops when validation accuracy (mAP for multi-label) has not improved for ``patience`` epochs, restoring
+    the best weights; an equal score replaces the best. Without a validation set, a random ``valid_fraction``
+    of the training data is held out, re-drawn until every class appears in it.
+
+    ``mode="evar"`` (default) is EVAR's classifier to the last draw: the weights, holdout and batch order come
+    from ``stream`` (EVAR's generators, shared by the rounds of one seed; a fresh one from ``seed`` when not
+    given) exactly as its DataLoaders draw them; the scaler (statistics in float64, as scikit-learn) is fitted
+    on all training rows before the holdout, whose size is ``ceil(valid_fraction * n)``; the batch size counts
+    the rows before the holdout; predictions are the argmax of ``sigmoid(logits)`` in float32, so logits above
+    ~16.6 tie at 1.0 and the first such class wins, as in EVAR; multi-label loss is BCE on the sigmoid.
+    ``mode="clean"`` seeds each fit on its own, fits the scaler on the training part after the holdout and
+    predicts the argmax of the logits.
     """
 
     def __init__(self, lr: float = 3e-4, max_epochs: int = 200, patience: int = 20, batch_size: int = 200,
                  weight_decay: float = 1e-8, valid_fraction: float = 0.1, multilabel: bool = False,
-                 seed: int = 42, device: str = "cpu", n_classes: int | None = None) -> None:
+                 seed: int = 42, device: str = "cpu", n_classes: int | None = None, mode: str = "evar") -> None:
+        if mode not in LINEAR_MODES:
+            raise EvarError(f"linear mode must be one of {LINEAR_MODES}, got {mode!r}")
         self.n_classes = n_classes
         self.lr, self.max_epochs, self.patience, self.batch_size = lr, max_epochs, patience, batch_size
         self.weight_decay, self.valid_fraction, self.multilabel = weight_decay, valid_fraction, multilabel
-        self.seed, self.device = seed, device
+        self.seed, self.device, self.mode = seed, device, mode
 
     def _holdout(self, y: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         n = len(y)
@@ -65,53 +90,86 @@ class LinearProbe:
                 return train, valid
         return train, valid  # classes too rare to all appear: keep the last draw
 
+    def _predictions(self, logits: torch.Tensor) -> torch.Tensor:
+        """What the score ranks: EVAR ranks ``sigmoid(logits)`` (float32 ties included), the clean mode the logits."""
+        return torch.sigmoid(logits) if self.mode == "evar" or self.multilabel else logits
+
     def _score(self, logits: torch.Tensor, y: torch.Tensor) -> float:
+        scores = self._predictions(logits)
         if self.multilabel:
-            return mean_average_precision(y.cpu().numpy(), torch.sigmoid(logits).cpu().numpy())
-        return float((logits.argmax(dim=1) == y).float().mean())
+            return mean_average_precision(y.cpu().numpy(), scores.cpu().numpy())
+        hits = scores.argmax(dim=1) == y
+        return float(hits.double().mean() if self.mode == "evar" else hits.float().mean())
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.multilabel:
+            if self.mode == "evar":  # EVAR: BCE on the sigmoid (log clamped at -100), not the fused form
+                return nn.functional.binary_cross_entropy(torch.sigmoid(logits), y)
             return nn.functional.binary_cross_entropy_with_logits(logits, y)
         one_hot = nn.functional.one_hot(y, logits.shape[1]).float()
         return -(one_hot * torch.log_softmax(logits, dim=1)).mean()  # EVAR: mean over classes too
 
+    def _fit_scaler(self, X: np.ndarray) -> None:
+        if self.mode == "evar":  # scikit-learn's StandardScaler: float64 statistics, near-constant columns kept as is
+            X64 = X.astype(np.float64)
+            self.mean_ = X64.mean(axis=0)
+            var = X64.var(axis=0)
+            eps = np.finfo(np.float64).eps
+            constant = var <= len(X) * eps * var + (len(X) * self.mean_ * eps) ** 2
+            self.scale_ = np.where(constant, 1.0, np.sqrt(var))
+        else:
+            self.mean_ = X.mean(axis=0)
+            self.scale_ = X.std(axis=0)
+            self.scale_[self.scale_ == 0] = 1.0
+
     def fit(self, X: np.ndarray, y: np.ndarray, X_valid: np.ndarray | None = None,
-            y_valid: np.ndarray | None = None) -> "LinearProbe":
-        """Train on (X, y); y holds class indices, or a multi-hot matrix when ``multilabel``."""
-        seed_everything(self.seed)
+            y_valid: np.ndarray | None = None, stream: ProbeStream | None = None) -> "LinearProbe":
+        """Train on (X, y); y holds class indices, or a multi-hot matrix when ``multilabel``. ``stream`` (mode
+        ``evar``): the generators of this seed's run, shared with its earlier rounds."""
         X, y = np.asarray(X, dtype=np.float32), np.asarray(y)
-        if X_valid is None:
-            train, valid = self._holdout(y, np.random.default_rng(self.seed))
-            X, X_valid, y, y_valid = X[train], X[valid], y[train], y[valid]
-        self.mean_ = X.mean(axis=0)
-        self.scale_ = X.std(axis=0)
-        self.scale_[self.scale_ == 0] = 1.0
+        n_before_holdout = len(X)
+        if self.mode == "evar":
+            stream = stream or ProbeStream(self.seed)
+            self._fit_scaler(X)
+            if X_valid is None:
+                train, valid = holdout(y, stream.numpy, self.valid_fraction)
+                X, X_valid, y, y_valid = X[train], X[valid], y[train], y[valid]
+        else:
+            seed_everything(self.seed)
+            if X_valid is None:
+                train, valid = self._holdout(y, np.random.default_rng(self.seed))
+                X, X_valid, y, y_valid = X[train], X[valid], y[train], y[valid]
+            self._fit_scaler(X)
         self.n_classes_ = y.shape[1] if self.multilabel else self.n_classes or int(max(y.max(), np.max(y_valid))) + 1
         dev = torch.device(self.device)
         Xt, Xv = self._standardise(X).to(dev), self._standardise(X_valid).to(dev)
         label_dtype = torch.float32 if self.multilabel else torch.long
         yt, yv = torch.as_tensor(y, dtype=label_dtype, device=dev), torch.as_tensor(y_valid, dtype=label_dtype, device=dev)
         self.model_ = nn.Linear(X.shape[1], self.n_classes_).to(dev)
+        if stream is not None:
+            init_linear(self.model_, stream.torch)
         optimiser = torch.optim.Adam(self.model_.parameters(), lr=self.lr, betas=(0.9, 0.999), eps=1e-8,
                                      weight_decay=self.weight_decay)
-        batch = min(self.batch_size, len(Xt))
+        self.batch_ = min(self.batch_size, n_before_holdout if stream is not None else len(Xt))
         best, best_state, since_best = -np.inf, None, 0
         self.history_: list[dict[str, float]] = []
         for epoch in range(self.max_epochs):
             self.model_.train()
-            order = torch.randperm(len(Xt), device=dev)
+            if stream is not None:
+                order = torch.from_numpy(loader_iteration(stream.torch, len(Xt))).to(dev)  # the shuffled loader
+            else:
+                order = torch.randperm(len(Xt), device=dev)
             total = 0.0
-            for start in range(0, len(Xt), batch):
-                idx = order[start:start + batch]
+            for start in range(0, len(Xt), self.batch_):
+                idx = order[start:start + self.batch_]
                 loss = self._loss(self.model_(Xt[idx]), yt[idx])
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
                 total += float(loss.detach()) * len(idx)
-            self.model_.eval()
-            with torch.no_grad():
-                valid_score = self._score(self.model_(Xv), yv)
+            if stream is not None:
+                loader_iteration(stream.torch)  # the validation loader's iteration
+            valid_score = self._score(self._logits(Xv, self.batch_ if stream is not None else len(Xv)), yv)
             self.history_.append({"epoch": epoch, "loss": total / len(Xt), "valid": valid_score})
             if valid_score >= best:
                 best, since_best = valid_score, 0
@@ -122,20 +180,35 @@ class LinearProbe:
                     break
         self.model_.load_state_dict(best_state)
         self.best_valid_ = best
+        self.best_epoch_ = max(range(len(self.history_)), key=lambda e: (self.history_[e]["valid"], e))
         return self
 
+    def _logits(self, X: torch.Tensor, batch: int) -> torch.Tensor:
+        """Logits of standardised ``X`` in batches of ``batch`` rows (as EVAR's evaluation loaders)."""
+        self.model_.eval()
+        with torch.no_grad():
+            return torch.cat([self.model_(X[i:i + batch]) for i in range(0, len(X), batch)]) if len(X) else \
+                torch.zeros(0, self.n_classes_)
+
     def _standardise(self, X: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(((np.asarray(X, dtype=np.float32) - self.mean_) / self.scale_).astype(np.float32))
+        X = np.asarray(X, dtype=np.float32)
+        if self.mode == "evar":  # scikit-learn's in-place float32 updates with float64 statistics
+            X = X.copy()
+            X -= self.mean_
+            X /= self.scale_
+            return torch.from_numpy(X)
+        return torch.from_numpy(((X - self.mean_) / self.scale_).astype(np.float32))
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """Logits ``(N, n_classes)``."""
-        self.model_.eval()
-        with torch.no_grad():
-            return self.model_(self._standardise(X).to(self.device)).cpu().numpy()
+        X = self._standardise(X).to(self.device)
+        return self._logits(X, 256 if self.mode == "evar" else max(1, len(X))).cpu().numpy()
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         logits = self.decision_function(X)
-        return (logits > 0).astype(np.float32) if self.multilabel else logits.argmax(axis=1)
+        if self.multilabel:
+            return (logits > 0).astype(np.float32)
+        return self._predictions(torch.from_numpy(logits)).argmax(dim=1).numpy()
 
     def score(self, X: np.ndarray, y: np.ndarray) -> float:
         """Accuracy, or mAP for multi-label."""
@@ -168,35 +241,56 @@ class ProbeResult:
         return float(np.std(values))
 
 
+def evar_row_orders(task, init_words: int | None, needs_stats: bool, seed: int = 42) -> list[np.ndarray] | None:
+    """Per round, the order of its training rows in EVAR's embedding matrix (pass 1 of EVAR's two-pass runner,
+    see :mod:`evar.evar_stream`), for encoders whose EVAR construction draws are known (``init_words``, the
+    encoder's ``evar_init_words``); None otherwise (the rows then stay in metadata order)."""
+    if init_words is None:
+        return None
+    rounds = [(len(s.train), len(s.valid) if s.valid is not None else 0, len(s.test)) for s in task.splits()]
+    return pass1_orders(rounds, init_words, seed, stats=needs_stats).train_orders
+
+
 def evaluate_embeddings(X: np.ndarray, task, seeds: Sequence[int] = (42,), progress: bool = True,
+                        row_orders: list[np.ndarray] | None = None, only_round: int | None = None,
                         **probe_kwargs) -> tuple[list[str], list[list[float]]]:
-    """Run the protocol's rounds (folds or the fixed split) on embeddings ``X`` aligned with ``task.meta``."""
+    """Run the protocol's rounds (folds or the fixed split) on embeddings ``X`` aligned with ``task.meta``.
+
+    In the default ``evar`` mode each seed is one EVAR run: its generators pass from round to round, and each
+    round's training rows are taken in ``row_orders`` (EVAR's row order, :func:`evar_row_orders`) when given.
+    ``only_round`` scores that round alone (earlier rounds are still trained in ``evar`` mode: they advance the
+    generators). Returns the round names and ``scores[round][seed]``.
+    """
+    mode = probe_kwargs.get("mode", "evar")
     y = task.labels()
     usable = np.isfinite(np.asarray(X)).all(axis=1)
     if not task.spec.multilabel:
         unknown = y < 0
         if unknown.any():
-            print(f"evar: {int(unknown.sum())} row(s) have a label absent from training; they are excluded",
-                  file=sys.stderr)
+            log.warning("%d row(s) have a label absent from training; they are excluded", int(unknown.sum()))
         usable &= ~unknown
     if not usable.all():
-        print(f"evar: {int((~usable).sum())} row(s) without embeddings are excluded", file=sys.stderr)
-    rounds, scores = [], []
+        log.warning("%d row(s) without embeddings are excluded", int((~usable).sum()))
     splits = list(task.splits())
-    bar = tqdm(total=len(splits) * len(seeds), desc=f"probe {task.name}", unit="fit", disable=not progress)
-    for split in splits:
-        pick = lambda rows: rows[usable[rows]] if rows is not None else None  # noqa: E731
-        train, valid, test = pick(split.train), pick(split.valid), pick(split.test)
-        if len(train) == 0 or len(test) == 0:
-            raise EvarError(f"{task.name} {split.name}: empty train or test set")
-        round_scores = []
-        for seed in seeds:
+    chosen = range(len(splits)) if only_round is None else [only_round]
+    first = only_round if only_round is not None and mode != "evar" else 0
+    needed = range(first, chosen[-1] + 1)
+    pick = lambda rows: rows[usable[rows]] if rows is not None else None  # noqa: E731
+    scores = {r: [0.0] * len(seeds) for r in chosen}
+    bar = tqdm(total=len(needed) * len(seeds), desc=f"probe {task.name}", unit="fit", disable=not progress)
+    for s, seed in enumerate(seeds):
+        stream = ProbeStream(seed) if mode == "evar" else None
+        for r in needed:
+            split = splits[r]
+            ordered = split.train[row_orders[r]] if row_orders is not None else split.train
+            train, valid, test = pick(ordered), pick(split.valid), pick(split.test)
+            if len(train) == 0 or len(test) == 0:
+                raise EvarError(f"{task.name} {split.name}: empty train or test set")
             probe = LinearProbe(multilabel=task.spec.multilabel, seed=seed, n_classes=len(task.classes), **probe_kwargs)
             probe.fit(X[train], y[train], X[valid] if valid is not None else None,
-                      y[valid] if valid is not None else None)
-            round_scores.append(probe.score(X[test], y[test]))
+                      y[valid] if valid is not None else None, stream=stream)
+            if r in scores:
+                scores[r][s] = probe.score(X[test], y[test])
             bar.update(1)
-        rounds.append(split.name)
-        scores.append(round_scores)
     bar.close()
-    return rounds, scores
+    return [splits[r].name for r in chosen], [scores[r] for r in chosen]

@@ -29,7 +29,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -38,10 +38,10 @@ from .api import linear_settings, model_label, result_row
 from .encoders import LayerFusion, create_encoder
 from .errors import EvarError
 from .extract import skipped_clips
-from .linear import ProbeResult, evaluate_embeddings
+from .linear import ProbeResult, evaluate_embeddings, evar_row_orders
 from .paths import cache_dir, embeddings_dir, prepared_tasks_dir, results_dir
 from .results import append_result, read_results
-from .tasks import Split, Task, load_task
+from .tasks import load_task
 from .tasks.base import atomic_write_text
 
 PROTOCOLS = ("linear", "finetune")
@@ -49,7 +49,7 @@ STATES = ("pending", "running", "done", "failed")
 #: seconds between heartbeats of a running sweep; a running job silent for 3 beats is shown as stale
 HEARTBEAT_SEC = 30.0
 #: probe settings of a linear job (the CLI's defaults)
-LINEAR_DEFAULTS = {"lr": 3e-4, "max_epochs": 200, "patience": 20}
+LINEAR_DEFAULTS = {"lr": 3e-4, "max_epochs": 200, "patience": 20, "mode": "evar"}
 
 
 def _now() -> str:
@@ -248,19 +248,6 @@ def worker_env() -> dict[str, str]:
             "EVAR_EMBEDDINGS_DIR": str(embeddings_dir().resolve()), "EVAR_RESULTS_DIR": str(results_dir().resolve())}
 
 
-class _OneRound:
-    """A task seen through one of its rounds (fold or fixed split), for a per-round probe step."""
-
-    def __init__(self, task: Task, index: int) -> None:
-        self._task, self._index = task, index
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._task, name)
-
-    def splits(self) -> Iterator[Split]:
-        return iter([list(self._task.splits())[self._index]])
-
-
 def embed_step(job_spec: dict, run: RunOptions, env: dict[str, str]) -> tuple[np.ndarray, dict]:
     """Embeddings of a job's task (from the cache when present) and what its row records of the encoder."""
     from .tasks.sed import is_event_task
@@ -277,17 +264,24 @@ def embed_step(job_spec: dict, run: RunOptions, env: dict[str, str]) -> tuple[np
                   on_error=run.on_error, progress=run.progress, encoder=encoder, dtype=run.dtype)
     skipped = skipped_clips(load_task(job.task), encoder, model_label(job.model, layers), run.dtype)
     info = {"layers": [str(l) for l in layers], "config": encoder.config(), "weights_sha256": encoder.weights_sha256,
-            "skipped": skipped}
+            "skipped": skipped, "evar_init_words": getattr(encoder, "evar_init_words", None),
+            "needs_stats": encoder.needs_stats}
     return np.asarray(X), json.loads(json.dumps(info, default=str))
 
 
 def probe_step(X: np.ndarray, job_spec: dict, round_index: int, run: RunOptions,
-               env: dict[str, str]) -> tuple[str, list[float]]:
-    """One round (fold or split) of a linear job: its name and one score per seed."""
+               env: dict[str, str], info: dict | None = None) -> tuple[str, list[float]]:
+    """One round (fold or split) of a linear job: its name and one score per seed (in ``evar`` mode the earlier
+    rounds are trained too: they advance EVAR's generators)."""
     os.environ.update(env)
     job = Job.from_spec(job_spec)
-    rounds, scores = evaluate_embeddings(X, _OneRound(load_task(job.task), round_index), job.seeds, progress=False,
-                                         device=run.device, **job.settings)
+    task = load_task(job.task)
+    settings = {**LINEAR_DEFAULTS, **job.settings}
+    orders = None
+    if settings["mode"] == "evar" and info and info.get("evar_init_words") is not None:
+        orders = evar_row_orders(task, info["evar_init_words"], info["needs_stats"])
+    rounds, scores = evaluate_embeddings(X, task, job.seeds, progress=False, row_orders=orders,
+                                         only_round=round_index, device=run.device, **settings)
     return rounds[0], scores[0]
 
 
@@ -312,8 +306,9 @@ def linear_row(job: Job, rounds: list[str], scores: list[list[float]], info: dic
     task = load_task(job.task)
     result = ProbeResult(job.task, model_label(job.model, info["layers"]), task.spec.metric, rounds, list(job.seeds),
                          scores)
-    result.settings = linear_settings(task, info["config"], run.device, job.settings["lr"], job.settings["max_epochs"],
-                                      job.settings["patience"], run.dtype, info["skipped"])
+    settings = {**LINEAR_DEFAULTS, **job.settings}
+    result.settings = linear_settings(task, info["config"], run.device, settings["lr"], settings["max_epochs"],
+                                      settings["patience"], run.dtype, info["skipped"], settings["mode"])
     return result_row(result, job.model, info["layers"], job.weights, info["weights_sha256"])
 
 
@@ -418,7 +413,7 @@ class LocalBackend:
                 continue
             for job in group:
                 try:
-                    results = [probe_step(X, job.spec(), r, run, env) for r in range(n_rounds(job.task))]
+                    results = [probe_step(X, job.spec(), r, run, env, info) for r in range(n_rounds(job.task))]
                     rounds, scores = [r for r, _ in results], [s for _, s in results]
                     recorder.finished(job, linear_row(job, rounds, scores, info, run))
                 except Exception as exc:
@@ -484,7 +479,7 @@ class RayBackend:
                 except Exception as exc:
                     recorder.failed_with(job, exc)
                     continue
-                waiting[job.id] = (job, [info_ref, *(probe.remote(X_ref, job.spec(), r, run, env)
+                waiting[job.id] = (job, [info_ref, *(probe.remote(X_ref, job.spec(), r, run, env, info_ref)
                                                      for r in range(rounds))])
         owner = {ref: job_id for job_id, (_, refs) in waiting.items() for ref in refs}
         pending = list(owner)

@@ -34,6 +34,9 @@ class Encoder(nn.Module):
     frame_hop_sec: float = 0.01
     #: axes of frequency and time in the output of ``features`` (fine-tuning masks and crops them)
     feature_axes: tuple[int, int] = (-2, -1)
+    #: 32-bit words EVAR's construction of this model draws from torch's generator (its layers' default
+    #: initialisation), when known: evar then replays EVAR's random stream exactly (:mod:`evar.evar_stream`)
+    evar_init_words: int | None = None
 
     def forward_frames(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Frame embeddings ``(B, T', D)`` and the centre time of each frame in seconds ``(T',)``."""
@@ -113,6 +116,12 @@ class Encoder(nn.Module):
         """Frame embeddings ``(B, T', D)`` and their timestamps in seconds ``(T',)``."""
         self.eval()
         return self.forward_frames(self._as_batch(wav))
+
+
+def default_init_words(module: nn.Module) -> int:
+    """Words drawn by the default initialisation of ``module``'s Conv and Linear layers (one per parameter)."""
+    kinds = (nn.Conv1d, nn.Conv2d, nn.Linear)
+    return sum(p.numel() for m in module.modules() if isinstance(m, kinds) for p in m.parameters(recurse=False))
 
 
 class LayerFusion(Encoder):

@@ -20,7 +20,7 @@ from ..weights import (
     WeightFile, check_state_dict, file_sha256, load_state_dict, register_weights, resolve_weights,
 )
 from . import register_encoder
-from .base import Encoder
+from .base import Encoder, default_init_words
 
 BYOLA_SOURCE = "https://github.com/nttcslab/byol-a/tree/master/pretrained_weights"
 BYOLA_URL = "https://github.com/nttcslab/byol-a/raw/master/pretrained_weights/{}"
@@ -88,6 +88,11 @@ class BYOLAEncoder(Encoder):
         self.net = AudioNTT2020(n_mels=n_mels, d=d)
         self.register_buffer("stats", torch.tensor([0.0, 1.0]))
         self.stats_set = False
+
+    @property
+    def evar_init_words(self) -> int:
+        """EVAR builds AudioNTT2020Task6 with default initialisation before loading the weights."""
+        return default_init_words(self.net)
 
     def frame_timestamps(self, n_frames: int) -> torch.Tensor:
         """Output frame j pools mel frames 8j..8j+7 (centred STFT frames at t * 10 ms)."""
