@@ -179,6 +179,7 @@ class LinearProbe:
                 if since_best >= self.patience:
                     break
         self.model_.load_state_dict(best_state)
+        self.stream_ = stream
         self.best_valid_ = best
         self.best_epoch_ = max(range(len(self.history_)), key=lambda e: (self.history_[e]["valid"], e))
         return self
@@ -200,7 +201,9 @@ class LinearProbe:
         return torch.from_numpy(((X - self.mean_) / self.scale_).astype(np.float32))
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
-        """Logits ``(N, n_classes)``."""
+        """Logits ``(N, n_classes)`` (in mode ``evar``, like EVAR's evaluation loader, one draw from the stream)."""
+        if self.stream_ is not None:
+            loader_iteration(self.stream_.torch)
         X = self._standardise(X).to(self.device)
         return self._logits(X, 256 if self.mode == "evar" else max(1, len(X))).cpu().numpy()
 
@@ -289,8 +292,9 @@ def evaluate_embeddings(X: np.ndarray, task, seeds: Sequence[int] = (42,), progr
             probe = LinearProbe(multilabel=task.spec.multilabel, seed=seed, n_classes=len(task.classes), **probe_kwargs)
             probe.fit(X[train], y[train], X[valid] if valid is not None else None,
                       y[valid] if valid is not None else None, stream=stream)
+            score = probe.score(X[test], y[test])  # scored even when not reported: EVAR's test loader draws too
             if r in scores:
-                scores[r][s] = probe.score(X[test], y[test])
+                scores[r][s] = score
             bar.update(1)
     bar.close()
     return [splits[r].name for r in chosen], [scores[r] for r in chosen]
