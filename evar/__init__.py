@@ -20,13 +20,27 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+source"
 
-from .api import embed, probe, probe_layers  # noqa: E402
-from .encoders import create_encoder, list_encoders, register_encoder  # noqa: E402
 from .errors import AudioError, EvarError  # noqa: E402
-from .linear import LinearProbe  # noqa: E402
-from .tasks import list_tasks, load_task, prepare_task, register_task  # noqa: E402
 
-load_encoder = create_encoder
+#: public names and the module that defines them, imported on first use (``import evar.cli`` stays light:
+#: ``evar --help`` does not load torch or pandas)
+_LAZY = {
+    "embed": "api", "probe": "api", "probe_layers": "api",
+    "create_encoder": "encoders", "list_encoders": "encoders", "register_encoder": "encoders",
+    "load_encoder": "encoders", "LinearProbe": "linear",
+    "list_tasks": "tasks", "load_task": "tasks", "prepare_task": "tasks", "register_task": "tasks",
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'evar' has no attribute {name!r}")
+    import importlib
+
+    module = importlib.import_module(f".{_LAZY[name]}", __name__)
+    value = getattr(module, "create_encoder" if name == "load_encoder" else name)
+    globals()[name] = value
+    return value
 
 
 __all__ = [

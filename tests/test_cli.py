@@ -143,3 +143,13 @@ def test_embed_in_shards_from_the_command_line(esc50_root: Path, evar_dirs: Path
     assert "esc50: 30 x 128 (cached)" in capsys.readouterr().out
     assert main(["embed", "--model", "melspec", "--task", "esc50", "--shard", "2/2"]) == 2
     assert "0..N-1" in capsys.readouterr().err
+
+
+def test_cli_starts_without_torch_or_pandas() -> None:
+    """`evar --help` answers fast: importing the CLI loads neither torch nor pandas (the commands import them)."""
+    import subprocess
+    import sys
+
+    code = "import sys, evar.cli; print(sorted(m for m in ('torch', 'pandas') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
