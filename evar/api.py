@@ -140,13 +140,14 @@ def probe_layers(task: str, model: str, weights: str | None = None, seeds: Seque
     fused = LayerFusion(base, list(range(len(base.layers)))).to(device)
     X = embed_task(fused, prepared, model_label(model, ["all"]), batch_size, num_workers, on_error, progress=progress)
     bounds = np.cumsum([0, *fused.layer_dims])
+    orders = evar_row_orders(prepared, fused.evar_init_words, fused.needs_stats)
     results = []
     for index, name in enumerate(base.layers):
         X_layer = X[:, bounds[index]:bounds[index + 1]]
         settings = {**linear_settings(prepared, base.config(), device, lr, max_epochs, patience), "layer_wise": True,
                     "layer_name": name}
-        rounds, scores = evaluate_embeddings(X_layer, prepared, seeds, progress, lr=lr, max_epochs=max_epochs,
-                                             patience=patience, device=device)
+        rounds, scores = evaluate_embeddings(X_layer, prepared, seeds, progress, row_orders=orders, lr=lr,
+                                             max_epochs=max_epochs, patience=patience, device=device)
         result = ProbeResult(task, model_label(model, [index]), prepared.spec.metric, rounds, list(seeds), scores, settings)
         _record(result, model, [index], weights, base)
         results.append(result)

@@ -143,6 +143,7 @@ class LayerFusion(Encoder):
         self.sample_rate = encoder.sample_rate
         self.needs_stats = encoder.needs_stats
         self.weights_sha256 = encoder.weights_sha256
+        self.evar_init_words = encoder.evar_init_words  # the same network is built: EVAR's stream is the same
         self.frame_hop_sec = float(encoder.layer_timestamps(2).diff()[0])
         self.layers = tuple(encoder.layers[i] for i in self.indices)
         encoder.eval()  # the sizing pass below must not touch BatchNorm statistics

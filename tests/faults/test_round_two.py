@@ -340,3 +340,16 @@ def test_55_long_clip_is_embedded_in_windows(tmp_path: Path, monkeypatch) -> Non
     assert max(longest) <= 2 * RATE
     whole = MelSpecEncoder().embed(load_audio(path, RATE)).numpy()
     np.testing.assert_allclose(windowed, whole, rtol=0.05, atol=0.05)  # only the window edges' frames differ
+
+
+# 56: the layers plot's last point and its dashed final-embedding line are one number for one seed: the
+# layer-wise probe of BYOL-A's last layer uses the same statistics, row order and stream as the plain probe
+def test_56_last_layer_equals_the_final_embedding(tmp_path: Path, byola512_weights: Path) -> None:
+    from evar.synth import make_esc50_tree
+
+    root = make_esc50_tree(tmp_path / "esc", n_classes=3, clips_per_class_per_fold=2, sample_rate=16000,
+                           seconds=1.0, seed=2, noise=0.5)
+    evar.prepare_task("esc50", root)
+    final = evar.probe("esc50", "byola", weights=str(byola512_weights), progress=False)
+    last = evar.probe_layers("esc50", "byola", weights=str(byola512_weights), progress=False)[-1]
+    assert last.scores == final.scores
