@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from .extract import embed_files, embed_task, parse_shard, skipped_clips
-from .encoders import create_encoder, get_encoder_spec
+from .encoders import create_encoder, get_encoder_spec, get_spec_weights, model_label
 from .encoders.base import Encoder, LayerFusion
 from .errors import EvarError
 from .linear import ProbeResult, evaluate_embeddings, evar_row_orders
@@ -17,11 +17,6 @@ from .results import append_result, check_writable
 from .tasks import Task, load_task
 from .tasks.base import atomic_write_text
 from .log import log
-
-
-def model_label(model: str, layers: Sequence[int | str] | None = None) -> str:
-    """The name a run is stored under: ``cnn14`` or ``cnn14+2,5`` for a layer fusion (0-based layer indices)."""
-    return f"{model}+{','.join(str(l) for l in layers)}" if layers else model
 
 
 def _encoder(model: str, weights: str | None, layers, device: str, **encoder_kwargs) -> Encoder:
@@ -190,11 +185,3 @@ def _record(result: ProbeResult, model: str, layers: Sequence[int | str] | None,
         path = results_dir() / "skipped" / f"{row['run_id']}.log"
         atomic_write_text(path, "".join(f"{file}\t{reason}\n" for file, reason in sorted(skipped.items())))
         log.warning("%d file(s) left out of %s; listed in %s", len(skipped), result.task, path)
-
-
-def get_spec_weights(model: str) -> str | None:
-    """The official-weights key of a registered model (None for weight-free or prefixed models)."""
-    try:
-        return get_encoder_spec(model).weights
-    except EvarError:
-        return None

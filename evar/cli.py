@@ -445,7 +445,10 @@ def cmd_probe(args: argparse.Namespace) -> None:
 def cmd_finetune(args: argparse.Namespace) -> None:
     from .finetune import finetune_from_args
 
-    finetune_from_args(args)
+    result = finetune_from_args(args)
+    per_round = ", ".join(f"{name} {100 * score:.2f}" for name, score in zip(result.rounds, result.scores))
+    print(f"{result.model} fine-tuned on {result.task}: {result.metric} {100 * result.mean:.2f} "
+          f"± {100 * result.std:.2f} ({per_round}); run folder {result.run_dir}")
 
 
 @command("leaderboard")
@@ -496,8 +499,6 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
 @command("hear")
 def cmd_hear(args: argparse.Namespace) -> int:
-    import json
-
     from .hear import validate_module
 
     report = validate_module(args.module, args.model_file, args.device, args.model_options,

@@ -27,7 +27,6 @@ import json
 import math
 import os
 import random
-import sys
 import uuid
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -54,6 +53,7 @@ from .stats import EvarRunningStats
 from .tasks import Split, Task, load_task
 from .tasks.base import atomic_write_text
 from .weights import load_state_dict
+from .log import log
 
 #: EVAR's per-encoder fine-tuning settings (config/<model>.yaml: ft_lr, ft_bs, ft_epochs, warmup_epochs,
 #: mixup, ft_freq_mask, ft_time_mask, ft_rrc). Looked up by exact name, then by name prefix.
@@ -358,7 +358,7 @@ def plot_curves(history: list[dict[str, Any]], path: Path, metric: str) -> Path 
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        print("evar: matplotlib is not installed (pip install 'evar-bench[plots]'); no curves.png", file=sys.stderr)
+        log.warning("matplotlib is not installed (pip install 'evar-bench[plots]'); no curves.png")
         return None
     df = pd.DataFrame(history)
     fig = Figure(figsize=(10, 4))
@@ -601,7 +601,7 @@ def finetune(task: str, model: str, weights: str | None = None, device: str = "c
     encoder = encoder or create_encoder(model, weights=weights, device=device)
     encoder = encoder.to(device)
     if settings.amp and torch.device(device).type != "cuda":
-        print("evar: --amp works on CUDA only; training in float32", file=sys.stderr)
+        log.warning("--amp works on CUDA only; training in float32")
         settings.amp = False
     official = _official_weights(model)
     identity = {"task": task, "model": model, "encoder": encoder.config(), "weights_sha256": encoder.weights_sha256,
@@ -610,7 +610,7 @@ def finetune(task: str, model: str, weights: str | None = None, device: str = "c
     base = results_dir() / "finetune" / task
     run_dir = _find_resumable(base, model, identity) if resume else None
     if resume and run_dir is None:
-        print("evar: no unfinished run with these settings to resume; starting a new run", file=sys.stderr)
+        log.warning("no unfinished run with these settings to resume; starting a new run")
     if run_dir is None:
         run_dir = base / f"{_safe(model)}-{uuid.uuid4().hex[:12]}"
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -618,9 +618,9 @@ def finetune(task: str, model: str, weights: str | None = None, device: str = "c
     run_id = run_dir.name.rsplit("-", 1)[1]
     run = _Run(prepared, model, encoder, settings, device, num_workers, progress, run_dir, epoch_hook)
     if run.augment.active and not run.feature_augment:
-        print(f"evar: warning: {type(encoder).__name__} has no separable front end (features + "
+        log.warning(f"{type(encoder).__name__} has no separable front end (features + "
                   "forward_from_features); frequency/time masks and random resize crop are off, "
-                  "mixup on waveforms still applies", file=sys.stderr)
+                  "mixup on waveforms still applies")
     rounds, scores, results = [], [], []
     has_valid = all(split.valid is not None and len(split.valid) for split in prepared.splits())
     for index, split in enumerate(prepared.splits()):
@@ -664,7 +664,7 @@ def _official_weights(model: str) -> str | None:
 
 
 def finetune_from_args(args: Any) -> FineTuneResult:
-    """Run :func:`finetune` from the ``evar finetune`` command line and print the outcome.
+    """Run :func:`finetune` with the settings of the ``evar finetune`` command line.
 
     Settings missing from ``args`` or ``None`` there take the encoder's EVAR defaults.
     """
@@ -672,7 +672,4 @@ def finetune_from_args(args: Any) -> FineTuneResult:
                if getattr(args, f.name, None) is not None}
     result = finetune(args.task, args.model, weights=args.weights, device=args.device, num_workers=args.num_workers,
                       resume=args.resume, **options)
-    per_round = ", ".join(f"{name} {100 * score:.2f}" for name, score in zip(result.rounds, result.scores))
-    print(f"{result.model} fine-tuned on {result.task}: {result.metric} {100 * result.mean:.2f} "
-          f"± {100 * result.std:.2f} ({per_round}); run folder {result.run_dir}")
     return result

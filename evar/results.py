@@ -8,7 +8,6 @@ import fcntl
 import io
 import json
 import os
-import sys
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,6 +17,7 @@ import pandas as pd
 
 from .errors import EvarError
 from .paths import results_dir
+from .log import log
 
 #: Columns of ``results/scores.csv``; ``settings`` holds every protocol setting as JSON.
 COLUMNS = [
@@ -63,8 +63,8 @@ def _drop_incomplete_tail(path: Path) -> None:
         tail = f.read()
         keep = size - len(tail) + tail.rfind(b"\n") + 1 if b"\n" in tail else 0
         f.truncate(keep)
-    print(f"evar: warning: {path}: removed an incomplete last line ({size - keep} bytes, left by an "
-          "interrupted write); the complete rows are kept", file=sys.stderr)
+    log.warning(f"{path}: removed an incomplete last line ({size - keep} bytes, left by an "
+          "interrupted write); the complete rows are kept")
 
 
 def _append_bytes(path: Path, data: bytes) -> None:
@@ -122,7 +122,7 @@ def read_results(directory: str | Path | None = None) -> pd.DataFrame:
     data = path.read_bytes()
     if data and not data.endswith(b"\n"):
         cut = data.rfind(b"\n") + 1
-        print(f"evar: warning: {path}: ignoring an incomplete last line ({len(data) - cut} bytes)", file=sys.stderr)
+        log.warning(f"{path}: ignoring an incomplete last line ({len(data) - cut} bytes)")
         data = data[:cut]
     if not data:
         return pd.DataFrame(columns=COLUMNS)

@@ -23,7 +23,6 @@ linear head instead of HEAR's searched MLP:
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -34,7 +33,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .audio import load_audio
-from .encoders import create_encoder, get_encoder_spec
+from .encoders import create_encoder, get_encoder_spec, get_spec_weights, model_label
 from .encoders.base import Encoder
 from .errors import AudioError, EvarError
 from .extract import optimised_for_inference
@@ -44,6 +43,7 @@ from .sed_metrics import Event, event_based_scores, segment_based_scores
 from .stats import EvarRunningStats
 from .tasks import Task, load_task
 from .tasks.sed import EVENT_METRICS, load_events, primary_metric
+from .log import log
 
 SED_LOSSES = ("bce", "afl", "soft_f1")
 THRESHOLDS = (0.5, 0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8, 0.9)
@@ -158,7 +158,7 @@ def embed_clip_frames(encoder: Encoder, task: Task, rows: np.ndarray, batch_size
         except AudioError as exc:
             if on_error == "fail":
                 raise
-            print(f"evar: skipped {files[i]}: {exc}", file=sys.stderr)
+            log.warning(f"skipped {files[i]}: {exc}")
             flush()
             out.append(None)
             continue
@@ -290,7 +290,6 @@ def probe_sed(task: str, model: str, weights: str | None = None, layers: Sequenc
     post-processing. Appends a row with
     protocol ``sed`` to ``results/scores.csv`` when ``record``.
     """
-    from .api import get_spec_weights, model_label
 
     if encoder is None and ":" not in model:
         get_encoder_spec(model)

@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import socket
-import sys
 import threading
 import time
 import traceback
@@ -43,6 +42,7 @@ from .paths import cache_dir, embeddings_dir, prepared_tasks_dir, results_dir
 from .results import append_result, read_results
 from .tasks import load_task
 from .tasks.base import atomic_write_text
+from .log import log
 
 PROTOCOLS = ("linear", "finetune")
 STATES = ("pending", "running", "done", "failed")
@@ -358,7 +358,7 @@ class Recorder:
                           traceback="".join(traceback.format_exception(exc))[-4000:])
         self.running.discard(job.id)
         self.failed[job.id] = reason
-        print(f"evar: job {job.id} ({job.label} on {job.task}) failed: {reason}", file=sys.stderr)
+        log.warning(f"job {job.id} ({job.label} on {job.task}) failed: {reason}")
 
 
 class _Heartbeat:

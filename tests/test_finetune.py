@@ -266,7 +266,7 @@ def test_mix_training_losses_early_stop_and_cli_adapter(tmp_path, capsys, monkey
                               epochs=1, batch_size=4, lr=None, rrc=None, amp=True, loss=None)
     result = finetune_from_args(args)
     out = capsys.readouterr()
-    assert "tiny fine-tuned on small: accuracy" in out.out and "--amp works on CUDA only" in out.err
+    assert "--amp works on CUDA only" in out.err  # a warning through the evar logger; the CLI prints the score
     assert result.settings["amp"] is False and result.settings["lr"] == 0.001 and result.settings["feature_augment"]
 
 

@@ -157,7 +157,20 @@ def create_encoder(
     return encoder.to(device).eval()
 
 
+def model_label(model: str, layers: Sequence[int | str] | None = None) -> str:
+    """The name a run is stored under: ``cnn14`` or ``cnn14+2,5`` for a layer fusion (0-based layer indices)."""
+    return f"{model}+{','.join(str(l) for l in layers)}" if layers else model
+
+
+def get_spec_weights(model: str) -> str | None:
+    """The official-weights key of a registered model (None for weight-free or prefixed models)."""
+    try:
+        return get_encoder_spec(model).weights
+    except EvarError:
+        return None
+
+
 __all__ = [
     "Encoder", "EncoderSpec", "LayerFusion", "create_encoder", "get_encoder_spec", "list_encoders",
-    "list_prefixes", "mean_max_pool", "register_encoder", "register_prefix",
+    "get_spec_weights", "list_prefixes", "mean_max_pool", "model_label", "register_encoder", "register_prefix",
 ]

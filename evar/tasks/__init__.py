@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import json
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -18,6 +17,7 @@ from .base import (
     LABEL_SEPARATOR, ON_ERROR_CHOICES, Split, Task, TaskSpec, atomic_write_text, check_audio_files, check_metadata,
     describe_findings, require_files, split_labels, summarise,
 )
+from ..log import log
 
 _REGISTRY: dict[str, TaskSpec] = {}
 _loaded = False
@@ -87,7 +87,7 @@ def save_prepared(spec: TaskSpec, root: Path, meta: pd.DataFrame, problems: list
     meta = meta[["file", "label", group]].reset_index(drop=True)
     findings = check_metadata(spec.name, meta, group, Path(root))
     for line in describe_findings(spec.name, findings):
-        print(line, file=sys.stderr)
+        log.warning(line)
     info = {
         "spec": spec.to_json(),
         "root": str(Path(root).resolve()),
@@ -118,11 +118,11 @@ def prepare_task(name: str, root: str | Path, on_error: str = "fail") -> Task:
     meta = spec.prepare(root)
     meta, problems = check_audio_files(root, meta, on_error)
     for problem in problems:
-        print(f"evar: skipped {problem['file']}: {problem['reason']}", file=sys.stderr)
+        log.warning(f"skipped {problem['file']}: {problem['reason']}")
     task = save_prepared(spec, root, meta, problems)
     if spec.n_classes is not None and len(task.classes) != spec.n_classes:
-        print(f"evar: warning: {name} has {len(task.classes)} classes in its training data, "
-              f"the protocol has {spec.n_classes}", file=sys.stderr)
+        log.warning(f"{name} has {len(task.classes)} classes in its training data, "
+              f"the protocol has {spec.n_classes}")
     return task
 
 

@@ -18,13 +18,13 @@ segment's ``positive_labels`` (MIDs such as ``/m/09x0r``). ``as20k``: balanced t
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pandas as pd
 
 from ..errors import EvarError
 from . import LABEL_SEPARATOR, register_task, require_files
+from ..log import log
 
 SEGMENT_LISTS_URL = "http://storage.googleapis.com/us_audioset/youtube_corpus/v1/csv/"
 YTID_LENGTH = 11
@@ -52,8 +52,7 @@ def _present(root: Path, subset: str, split: str) -> pd.DataFrame:
     files = {path.stem[:YTID_LENGTH]: path.relative_to(root).as_posix()
              for path in sorted((root / subset).rglob("*.wav"))}
     found = listed[listed["ytid"].isin(files)]
-    print(f"evar: {subset}: {len(found)} of {len(listed)} listed segments have audio under {root / subset}",
-          file=sys.stderr)
+    log.info(f"{subset}: {len(found)} of {len(listed)} listed segments have audio under {root / subset}")
     return pd.DataFrame({"file": [files[y] for y in found["ytid"]], "label": found["label"].to_numpy(), "split": split})
 
 

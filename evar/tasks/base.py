@@ -179,16 +179,16 @@ def describe_findings(name: str, findings: dict) -> list[str]:
     """One warning line per finding of ``check_metadata``, saying what to do."""
     lines = []
     for copy in findings.get("duplicate_audio", []):
-        lines.append(f"evar: warning: {name}: {' and '.join(copy['files'])} hold the same audio but are in "
+        lines.append(f"{name}: {' and '.join(copy['files'])} hold the same audio but are in "
                      f"{' and '.join(copy['in'])} (a clip in train and test inflates the score); remove the copy "
                      "if it is one recording")
     for lab, counts in findings.get("unseen_classes", {}).items():
         where = ", ".join(f"{n} file(s) in {g}" for g, n in counts.items())
-        lines.append(f"evar: warning: {name}: class {lab!r} has no training clips ({where}); its clips cannot be "
+        lines.append(f"{name}: class {lab!r} has no training clips ({where}); its clips cannot be "
                      "predicted and are left out of the score — add training clips or fix the label")
     for spelled, counts in findings.get("label_variants", {}).items():
         where = ", ".join(f"{v!r} ({n} file(s))" for v, n in counts.items())
-        lines.append(f"evar: warning: {name}: labels {where} differ only in case or spaces; they are kept as "
+        lines.append(f"{name}: labels {where} differ only in case or spaces; they are kept as "
                      "different classes — fix the metadata if they are one class")
     return lines
 

@@ -14,7 +14,6 @@ of its file list (and hence EVAR, 7,438 of the 7,442 clips) are left out here to
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +21,7 @@ import pandas as pd
 from ..errors import EvarError
 from .base import shipped_split_table
 from . import register_task
+from ..log import log
 
 N_CLIPS = 7438  # clips in EVAR's task: 7,442 in CREMA-D less EXCLUDED
 EMOTIONS = ["ANG", "DIS", "FEA", "HAP", "NEU", "SAD"]
@@ -59,5 +59,5 @@ def prepare_cremad(root: Path) -> pd.DataFrame:
                             "tasks/cremad/speaker_splits.csv")
         rows.append((prefix + name, match.group(3), splits[speaker]))
     if len(rows) != N_CLIPS:
-        print(f"evar: cremad: {len(rows)} clips under {base}, the task has {N_CLIPS}", file=sys.stderr)
+        log.warning(f"cremad: {len(rows)} clips under {base}, the task has {N_CLIPS}")
     return pd.DataFrame(rows, columns=["file", "label", "split"])

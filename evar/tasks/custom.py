@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -106,8 +105,8 @@ def prepare_custom(csv: str | Path, root: str | Path, name: str, unit_sec: float
     labels = _normalise_labels(table["label"])
     for original in sorted(set(table["label"][labels != table["label"]])):
         changed = table["label"] == original
-        print(f"evar: warning: {csv}: label {original!r} on line(s) {_lines(changed)} read as "
-              f"{labels[changed].iloc[0]!r} (spaces around labels removed)", file=sys.stderr)
+        log.warning(f"{csv}: label {original!r} on line(s) {_lines(changed)} read as "
+              f"{labels[changed].iloc[0]!r} (spaces around labels removed)")
     table["label"] = labels
     table[group] = table[group].str.strip()
     for column in ("file", "label", group):
@@ -138,7 +137,7 @@ def prepare_custom(csv: str | Path, root: str | Path, name: str, unit_sec: float
     meta = table[["file", "label", group]]
     meta, problems = check_audio_files(root, meta, on_error)
     for problem in problems:
-        print(f"evar: skipped {problem['file']}: {problem['reason']}", file=sys.stderr)
+        log.warning(f"skipped {problem['file']}: {problem['reason']}")
     if meta.empty:
         raise EvarError(f"{csv}: no usable audio files under {root}")
     if not n_folds and not {"train", "test"} <= set(meta["split"]):

@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,7 @@ from . import (
     LABEL_SEPARATOR, Task, TaskSpec, _REGISTRY, _load_builtins, check_audio_files, require_files, save_prepared,
 )
 from .sed import DEFAULT_METRIC, EVENT_METRICS, save_event_task
+from ..log import log
 
 HINT = "point --root at one HEAR task folder (the one holding task_metadata.json)"
 KFOLD_MODES = ("presplit_kfold", "new_split_kfold")
@@ -178,7 +178,7 @@ def prepare_hear(root: str | Path, name: str | None = None, sample_rate: int | N
     column = "fold" if meta["split_mode"] in KFOLD_MODES else "split"
     table, problems = check_audio_files(root, table[["file", "label", column]], on_error)
     for problem in problems:
-        print(f"evar: skipped {problem['file']}: {problem['reason']}", file=sys.stderr)
+        log.warning(f"skipped {problem['file']}: {problem['reason']}")
     if table.empty:
         raise EvarError(f"{root}: no usable audio files")
     if unit_sec is None:

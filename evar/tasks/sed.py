@@ -21,7 +21,6 @@ import os
 import hashlib
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +34,7 @@ from . import (
 )
 from .base import atomic_write_text
 from .custom import read_csv_table
+from ..log import log
 
 EVENT_COLUMNS = ["file", "onset", "offset", "label"]
 #: HEAR 2021 event metrics: (t_collar s, evaluate_offset, percentage_of_length), heareval/score.py
@@ -118,7 +118,7 @@ def save_event_task(spec: TaskSpec, root: Path, clips: pd.DataFrame, events: pd.
     clips = clips.assign(label=_clip_labels(clips["file"], events))[["file", "label", group]]
     clips, problems = check_audio_files(root, clips, on_error)
     for problem in problems:
-        print(f"evar: skipped {problem['file']}: {problem['reason']}", file=sys.stderr)
+        log.warning(f"skipped {problem['file']}: {problem['reason']}")
     if clips.empty:
         raise EvarError(f"{spec.name}: no usable audio files under {root}")
     durations = {f: sf.info(os.fsencode(root / f)).duration for f in clips["file"]}
@@ -127,8 +127,8 @@ def save_event_task(spec: TaskSpec, root: Path, clips: pd.DataFrame, events: pd.
     late = events["onset"] >= duration
     cut = ~late & (events["offset"] > duration)
     if late.any() or cut.any():
-        print(f"evar: {spec.name}: {int(late.sum())} event(s) starting after their clip's end dropped, "
-              f"{int(cut.sum())} cut at the clip's end", file=sys.stderr)
+        log.warning(f"{spec.name}: {int(late.sum())} event(s) starting after their clip's end dropped, "
+              f"{int(cut.sum())} cut at the clip's end")
     events.loc[cut, "offset"] = duration[cut]
     events = events[~late].sort_values(["file", "onset", "label"], kind="stable")
     clips["label"] = _clip_labels(clips["file"], events).fillna("")

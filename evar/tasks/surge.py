@@ -11,7 +11,6 @@ draw it ships as a table; that table is in ``tasks/surge/tone_splits.csv``.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +18,7 @@ import pandas as pd
 from ..errors import EvarError
 from .base import shipped_split_table
 from . import register_task
+from ..log import log
 
 
 def tone_splits() -> dict[str, str]:
@@ -43,8 +43,7 @@ def prepare_surge(root: Path) -> pd.DataFrame:
                         f"({len(unknown)} unknown folder(s)); is --root the extracted surge-velocity64-2K.tar?")
     absent = len(splits.keys() - {f.parent.name for f in files})
     if absent:
-        print(f"evar: surge: {absent} of the {len(splits)} tones of the split table are not under {base}",
-              file=sys.stderr)
+        log.warning(f"surge: {absent} of the {len(splits)} tones of the split table are not under {base}")
     return pd.DataFrame({"file": [f"{prefix}{f.parent.name}/{f.name}" for f in files],
                          "label": [f.stem for f in files],
                          "split": [splits[f.parent.name] for f in files]})

@@ -6,7 +6,6 @@ Each test names the case of the README's "What happens when things go wrong" tab
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -23,7 +22,7 @@ from evar.encoders.melspec import MelSpecEncoder
 from evar.results import append_result, read_results
 from evar.synth import synth_clip
 
-from .helpers import FAST_PROBE, RATE, SECONDS, add_rows, cli, cli_subprocess, make_task_tree, results_rows
+from .helpers import FAST_PROBE, RATE, SECONDS, add_rows, cli, cli_subprocess, results_rows
 
 
 def _prepare(root: Path, csv: Path, name: str = "c", *extra: str):
