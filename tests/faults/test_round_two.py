@@ -109,6 +109,8 @@ def test_25_unwritable_results_folder_fails_before_work(task, evar_dirs: Path, m
     run = cli("probe", "--task", "c", *FAST_PROBE)
     assert run.rc == 2 and "not writable" in run.error_line() and "EVAR_RESULTS_DIR" in run.error_line()
     assert not (evar_dirs / "embeddings").exists()
+    sweep = cli("sweep", "--models", "melspec", "--tasks", "c", "--max-epochs", "3")
+    assert sweep.rc == 2 and "not writable" in sweep.error_line()
 
 
 # 26: the results file cannot be written at the end: the error line still carries the score
