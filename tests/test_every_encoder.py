@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 import evar
+import evar.encoders
 from encoder_checkpoints import CACHED_KWARGS, write_checkpoint
 from evar.cli import main
 from evar.synth import make_esc50_tree
@@ -82,3 +84,15 @@ def test_list_models_names_every_encoder_and_its_weights(capsys: pytest.CaptureF
             expected = spec.weights_note or "none needed"
         assert f" {expected} " in lines[spec.name], lines[spec.name]
     assert " evar pretrain cola " in lines["cola"] and " none needed " in lines["melspec"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_spec_facts_match_the_built_encoder(name: str, tmp_path: Path) -> None:
+    """Each registry entry's stated rate and dimension are those of the encoder it builds (timm's default-cfg check)."""
+    spec = evar.encoders.get_encoder_spec(name)
+    weights, options = write_checkpoint(name, tmp_path)
+    encoder = evar.create_encoder(name, weights=str(weights) if weights else None, **options)
+    assert (spec.sample_rate, spec.embed_dim) == (encoder.sample_rate, encoder.embed_dim)
+    if encoder.needs_stats:
+        encoder.set_stats(-5.0, 4.0)
+    assert encoder.embed(torch.zeros(1, encoder.sample_rate)).shape == (1, spec.embed_dim)
