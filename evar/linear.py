@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
+import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -40,6 +42,47 @@ def mean_average_precision(y_true: np.ndarray, scores: np.ndarray) -> float:
 #: ``evar``: EVAR's classifier exactly (its random stream, scaler and scoring, see :class:`LinearProbe`);
 #: ``clean``: each fit seeded on its own, scaler fitted on the training part, argmax of the logits
 LINEAR_MODES = ("evar", "clean")
+
+
+#: rows x dimension below which a fit uses one thread (thread start-up costs more than it saves)
+SMALL_PROBE = 2_000_000
+
+
+class ThreadChooser:
+    """Threads for the epochs of one linear fit, as measured fastest: small problems take one thread; larger
+    ones time their first epoch on all cores and their second on one, then keep the faster (on a quiet machine
+    all cores win, beside a busy process one does; benchmarks/probe_threads.py). The thread count does not
+    change the arithmetic of these small matrix products."""
+
+    def __init__(self, rows: int, dim: int) -> None:
+        self.cores = torch.get_num_threads()
+        self.small = rows * dim < SMALL_PROBE or self.cores == 1
+        self.seconds: dict[int, float] = {}
+
+    def threads(self, epoch: int) -> int:
+        if self.small:
+            return 1
+        if epoch < 2:
+            return self.cores if epoch == 0 else 1
+        return min(self.seconds, key=self.seconds.get)
+
+    def record(self, epoch: int, seconds: float) -> None:
+        if epoch < 2:
+            self.seconds[self.threads(epoch)] = seconds
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int, device: str) -> Iterator[None]:
+    """Run torch's CPU ops with ``n`` threads (restored after)."""
+    if torch.device(device).type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class ProbeStream:
@@ -126,6 +169,11 @@ class LinearProbe:
             y_valid: np.ndarray | None = None, stream: ProbeStream | None = None) -> "LinearProbe":
         """Train on (X, y); y holds class indices, or a multi-hot matrix when ``multilabel``. ``stream`` (mode
         ``evar``): the generators of this seed's run, shared with its earlier rounds."""
+        with cpu_threads(torch.get_num_threads(), self.device):  # restored after the fit
+            return self._fit(X, y, X_valid, y_valid, stream)
+
+    def _fit(self, X: np.ndarray, y: np.ndarray, X_valid: np.ndarray | None, y_valid: np.ndarray | None,
+             stream: ProbeStream | None) -> "LinearProbe":
         X, y = np.asarray(X, dtype=np.float32), np.asarray(y)
         n_before_holdout = len(X)
         if self.mode == "evar":
@@ -153,7 +201,11 @@ class LinearProbe:
         self.batch_ = min(self.batch_size, n_before_holdout if stream is not None else len(Xt))
         best, best_state, since_best = -np.inf, None, 0
         self.history_: list[dict[str, float]] = []
+        chooser = ThreadChooser(len(Xt), Xt.shape[1])
         for epoch in range(self.max_epochs):
+            if dev.type == "cpu":
+                torch.set_num_threads(chooser.threads(epoch))
+            started = time.perf_counter()
             self.model_.train()
             if stream is not None:
                 order = torch.from_numpy(loader_iteration(stream.torch, len(Xt))).to(dev)  # the shuffled loader
@@ -170,6 +222,7 @@ class LinearProbe:
             if stream is not None:
                 loader_iteration(stream.torch)  # the validation loader's iteration
             valid_score = self._score(self._logits(Xv, self.batch_ if stream is not None else len(Xv)), yv)
+            chooser.record(epoch, time.perf_counter() - started)
             self.history_.append({"epoch": epoch, "loss": total / len(Xt), "valid": valid_score})
             if valid_score >= best:
                 best, since_best = valid_score, 0
@@ -205,7 +258,8 @@ class LinearProbe:
         if self.stream_ is not None:
             loader_iteration(self.stream_.torch)
         X = self._standardise(X).to(self.device)
-        return self._logits(X, 256 if self.mode == "evar" else max(1, len(X))).cpu().numpy()
+        with cpu_threads(1, self.device):
+            return self._logits(X, 256 if self.mode == "evar" else max(1, len(X))).cpu().numpy()
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         logits = self.decision_function(X)
