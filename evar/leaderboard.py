@@ -24,12 +24,29 @@ from .paths import results_dir
 from .results import read_results
 
 #: Display names of the tasks, in the order of the papers' tables (EUSIPCO 2022 Table III, EVAR README)
-TASK_TITLES = {"esc50": "ESC-50", "us8k": "US8K", "spcv2": "SPCV2", "vc1": "VC1", "voxforge": "VF",
-               "cremad": "CREMA-D", "gtzan": "GTZAN", "nsynth": "NSynth", "surge": "Surge", "as20k": "AS20K",
-               "as": "AS2M"}
+#: Column order of EVAR's papers (titles and groups are facts of each task's spec)
+PAPER_ORDER = ("esc50", "us8k", "spcv2", "vc1", "voxforge", "cremad", "gtzan", "nsynth", "surge", "as20k", "as")
 #: Task groups of EVAR's papers: sound event recognition, non-semantic speech, music
-TASK_GROUPS = {"SER": ("esc50", "us8k"), "NOSS": ("spcv2", "vc1", "voxforge", "cremad"),
-               "Music": ("gtzan", "nsynth", "surge")}
+GROUP_ORDER = ("SER", "NOSS", "Music")
+
+
+def task_title(name: str) -> str:
+    """The task's name in tables (its spec's title: ``ESC-50``); the name itself for unknown tasks."""
+    from .tasks import get_task_spec
+
+    try:
+        return get_task_spec(name).display_title
+    except EvarError:
+        return name
+
+
+def task_groups() -> dict[str, tuple[str, ...]]:
+    """Each group of EVAR's papers and its tasks (from the specs' ``group``), in paper order."""
+    from .tasks import get_task_spec
+
+    return {g: tuple(t for t in PAPER_ORDER if get_task_spec(t).group == g) for g in GROUP_ORDER}
+
+
 FORMATS = ("md", "latex", "csv", "html")
 #: Entries of `settings` that say where a run ran or what it found, not what it measures (left out of the hash)
 RUN_ONLY_SETTINGS = frozenset({"device", "best_epochs", "run_dir", "skipped_files"})
@@ -117,7 +134,7 @@ def parse_names(text: str | None) -> list[str] | None:
 
 def task_order(tasks: Sequence[str]) -> list[str]:
     """The papers' task order, then other tasks alphabetically."""
-    known = [t for t in TASK_TITLES if t in tasks]
+    known = [t for t in PAPER_ORDER if t in tasks]
     return known + sorted(set(tasks) - set(known))
 
 
@@ -304,7 +321,7 @@ class Leaderboard:
 
     def group_tasks(self) -> dict[str, list[str]]:
         """The shown tasks of each requested group."""
-        return {g: [t for t in TASK_GROUPS[g] if t in self.tasks] for g in self.groups}
+        return {g: [t for t in task_groups()[g] if t in self.tasks] for g in self.groups}
 
     def published_average(self, row: str, tasks: Sequence[str]) -> float | None:
         """The published mean over ``tasks`` when every one of them has a published number."""
@@ -339,7 +356,7 @@ class Leaderboard:
         average, complete = self.average()
         average_columns = [("Avg.", list(self.tasks))] if len(self.tasks) > 1 else []
         average_columns += [(f"{g} avg.", tasks) for g, tasks in self.group_tasks().items() if tasks]
-        header = ["Model"] + [style.escape(TASK_TITLES.get(t, t)) for t in self.tasks]
+        header = ["Model"] + [style.escape(task_title(t)) for t in self.tasks]
         header += [style.escape(title) for title, _ in average_columns]
         bold = {t: _bold_rows(self.mean[t], digits) for t in self.tasks}
         averages = {title: self.average(tasks) for title, tasks in average_columns}
@@ -388,7 +405,7 @@ class Leaderboard:
     def _spans(self) -> list[tuple[str, int, int]] | None:
         """Column spans of task groups when the shown tasks fall into contiguous known groups."""
         spans, col = [], 1
-        for group, tasks in TASK_GROUPS.items():
+        for group, tasks in task_groups().items():
             shown = [t for t in self.tasks if t in tasks]
             if not shown:
                 continue
@@ -496,7 +513,7 @@ def build_leaderboard(results: pd.DataFrame | None = None, protocol: str = "line
     std = runs.pivot(index="row", columns="task", values="std_pct").reindex(index=rows, columns=shown_tasks)
     metrics = dict(zip(runs["task"], runs["metric"].astype(str)))
     board = Leaderboard(protocol, shown_tasks, rows, base, mean, std, metrics, runs,
-                        groups=list(TASK_GROUPS) if groups else [], notes=notes)
+                        groups=list(GROUP_ORDER) if groups else [], notes=notes)
     if compare_published:
         _attach_published(board, load_published() if published is None else published)
     return board
@@ -547,7 +564,7 @@ def render_run_list(runs: pd.DataFrame, fmt: str = "md", digits: int = 1) -> str
     for run in runs.itertuples(index=False):
         score = style.missing if pd.isna(run.score) else _number(run.score, digits) + (
             "" if pd.isna(run.std) else style.pm + _number(run.std, digits))
-        body.append([style.escape(str(v)) for v in (run.date, run.run, run.model, TASK_TITLES.get(run.task, run.task))]
+        body.append([style.escape(str(v)) for v in (run.date, run.run, run.model, task_title(run.task))]
                     + [score] + [style.escape(str(v)) for v in (run.n_folds, run.seeds, run.settings)])
     caption = style.escape(f"Every recorded run ({len(runs)}), oldest first; score in % as mean ± std.")
     grid = _Grid(header, body, caption, [], "llllrrll")

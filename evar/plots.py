@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import EvarError
-from .leaderboard import RUN_ONLY_SETTINGS, TASK_SETTINGS, TASK_TITLES, best_founded, build_leaderboard, prepare_runs
+from .leaderboard import RUN_ONLY_SETTINGS, TASK_SETTINGS, best_founded, build_leaderboard, prepare_runs, task_title
 from .paths import results_dir
 from .results import read_results
 
@@ -53,7 +53,7 @@ def default_path(kind: str, *parts: str | int) -> Path:
 
 
 def _title(task: str) -> str:
-    return TASK_TITLES.get(task, task)
+    return task_title(task)
 
 
 def layer_scores(model: str, task: str, results: pd.DataFrame | None = None, protocol: str = "linear"

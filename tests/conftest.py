@@ -22,6 +22,14 @@ def shared_file(relpath: str) -> Path:
 
 
 @pytest.fixture(autouse=True)
+def evar_messages_on_stderr() -> None:
+    """evar's log lines go to stderr as the CLI prints them, whatever test ran before (tests read them there)."""
+    from evar.log import install_cli_handler
+
+    install_cli_handler()
+
+
+@pytest.fixture(autouse=True)
 def evar_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own cache, tasks, embeddings and results directories."""
     for var, sub in (("EVAR_CACHE_DIR", "cache"), ("EVAR_TASKS_DIR", "prepared"),

@@ -24,7 +24,8 @@ _loaded = False
 
 
 def register_task(name: str, *, unit_sec: float, n_classes: int | None = None, folds: int = 0,
-                  multilabel: bool = False, description: str = "", source: str = "") -> Callable:
+                  multilabel: bool = False, description: str = "", source: str = "", title: str = "",
+                  group: str = "") -> Callable:
     """Decorator registering ``prepare(root: Path) -> DataFrame[file, label, split|fold]`` as task ``name``.
 
     The recipe reads the official layout under ``root`` and returns one row per clip, ``file``
@@ -32,7 +33,8 @@ def register_task(name: str, *, unit_sec: float, n_classes: int | None = None, f
     """
 
     def decorator(prepare: Callable[[Path], pd.DataFrame]) -> Callable[[Path], pd.DataFrame]:
-        _REGISTRY[name] = TaskSpec(name, unit_sec, n_classes, folds, multilabel, description, source, prepare)
+        _REGISTRY[name] = TaskSpec(name, unit_sec, n_classes, folds, multilabel, description, source, prepare,
+                                   title, group)
         return prepare
 
     return decorator

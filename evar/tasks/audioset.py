@@ -69,14 +69,16 @@ def _prepare(root: Path, train_subsets: tuple[str, ...]) -> pd.DataFrame:
 
 
 @register_task("as20k", unit_sec=10.0, n_classes=527, multilabel=True, description="AudioSet balanced train (20K)",
-               source="https://research.google.com/audioset/")
+               source="https://research.google.com/audioset/",
+               title="AS20K")
 def prepare_as20k(root: Path) -> pd.DataFrame:
     """Balanced train -> train, eval -> test, for the segments whose audio you have."""
     return _prepare(root, ("balanced_train_segments",))
 
 
 @register_task("as", unit_sec=10.0, n_classes=527, multilabel=True, description="AudioSet (2M)",
-               source="https://research.google.com/audioset/")
+               source="https://research.google.com/audioset/",
+               title="AS2M")
 def prepare_as(root: Path) -> pd.DataFrame:
     """Balanced and unbalanced train -> train, eval -> test, for the segments whose audio you have."""
     return _prepare(root, ("balanced_train_segments", "unbalanced_train_segments"))

@@ -38,6 +38,13 @@ class TaskSpec:
     description: str = ""
     source: str = ""
     prepare: Callable[[Path], pd.DataFrame] | None = field(default=None, repr=False, compare=False)
+    #: the name in tables (``ESC-50``) and the group of EVAR's papers (SER, NOSS, Music) it averages into
+    title: str = ""
+    group: str = ""
+
+    @property
+    def display_title(self) -> str:
+        return self.title or self.name
 
     @property
     def metric(self) -> str:

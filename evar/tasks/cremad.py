@@ -36,7 +36,8 @@ def speaker_splits() -> dict[str, str]:
 
 
 @register_task("cremad", unit_sec=2.5, n_classes=6, description="speech emotion (speaker-disjoint split)",
-               source="https://github.com/CheyneyComputerScience/CREMA-D")
+               source="https://github.com/CheyneyComputerScience/CREMA-D",
+               title="CREMA-D", group="NOSS")
 def prepare_cremad(root: Path) -> pd.DataFrame:
     """One row per CREMA-D clip: label from the file name, split from the clip's actor."""
     base = root / "AudioWAV" if (root / "AudioWAV").is_dir() else root

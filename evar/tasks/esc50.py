@@ -19,7 +19,8 @@ ESC50_COLUMNS = ["filename", "fold", "target", "category", "esc10", "src_file", 
 
 
 @register_task("esc50", unit_sec=5.0, n_classes=50, folds=5, description="environmental sounds",
-               source="https://github.com/karolpiczak/ESC-50")
+               source="https://github.com/karolpiczak/ESC-50",
+               title="ESC-50", group="SER")
 def prepare_esc50(root: Path) -> pd.DataFrame:
     """Rows from ``meta/esc50.csv``: ``audio/<filename>``, label = ``category``, the official fold."""
     require_files(root, "meta/esc50.csv", "audio", hint="point --root at the ESC-50-master folder")

@@ -47,7 +47,8 @@ def _audio_base(root: Path) -> Path:
 
 
 @register_task("gtzan", unit_sec=30.0, n_classes=10, description="music genre (fault-filtered split)",
-               source="http://marsyas.info/downloads/datasets.html")
+               source="http://marsyas.info/downloads/datasets.html",
+               title="GTZAN", group="Music")
 def prepare_gtzan(root: Path) -> pd.DataFrame:
     """One row per listed excerpt: its ``.wav`` or ``.au`` file, label = genre folder, split from the lists.
 

@@ -35,7 +35,8 @@ def _read_examples(path: Path) -> dict:
 
 
 @register_task("nsynth", unit_sec=4.0, n_classes=11, description="instrument family of musical notes",
-               source="https://magenta.tensorflow.org/datasets/nsynth")
+               source="https://magenta.tensorflow.org/datasets/nsynth",
+               title="NSynth", group="Music")
 def prepare_nsynth(root: Path) -> pd.DataFrame:
     """Rows ``nsynth-{split}/audio/{key}.wav`` for every key of each ``examples.json``, label = family."""
     require_files(root, *(f"nsynth-{s}/examples.json" for s in SPLITS),

@@ -42,7 +42,8 @@ def _read_list(path: Path) -> list[str]:
 
 
 @register_task("spcv2", unit_sec=1.0, n_classes=35, description="spoken words (Speech Commands V2)",
-               source="https://arxiv.org/abs/1804.03209")
+               source="https://arxiv.org/abs/1804.03209",
+               title="SPCV2", group="NOSS")
 def prepare_spcv2(root: Path) -> pd.DataFrame:
     """Rows for every word clip; split from the official lists (listed files missing on disk are kept,
     so the file check reports them instead of losing them silently)."""

@@ -27,7 +27,8 @@ def tone_splits() -> dict[str, str]:
 
 
 @register_task("surge", unit_sec=4.0, n_classes=88, description="synthesizer pitch (tone-disjoint split)",
-               source="https://zenodo.org/record/4677097")
+               source="https://zenodo.org/record/4677097",
+               title="Surge", group="Music")
 def prepare_surge(root: Path) -> pd.DataFrame:
     """One row per ``<tone>/<note>.ogg``: label = note stem, split from the tone."""
     base = root / "surge" if (root / "surge").is_dir() else root

@@ -20,7 +20,8 @@ US8K_CSV = "metadata/UrbanSound8K.csv"
 
 
 @register_task("us8k", unit_sec=4.0, n_classes=10, folds=10, description="urban sounds",
-               source="https://urbansounddataset.weebly.com/urbansound8k.html")
+               source="https://urbansounddataset.weebly.com/urbansound8k.html",
+               title="US8K", group="SER")
 def prepare_us8k(root: Path) -> pd.DataFrame:
     """Rows from ``metadata/UrbanSound8K.csv``: ``audio/fold{fold}/{slice_file_name}``, label = ``class``."""
     require_files(root, US8K_CSV, "audio", hint="point --root at the UrbanSound8K folder")

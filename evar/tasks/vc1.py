@@ -25,7 +25,8 @@ LINE = re.compile(r"^([123])\s+(id\d{5}/[^/\s]+/[^/\s]+\.wav)$")
 
 
 @register_task("vc1", unit_sec=8.2, n_classes=1251, description="speaker identification (VoxCeleb1)",
-               source="https://www.robots.ox.ac.uk/~vgg/data/voxceleb/vox1.html")
+               source="https://www.robots.ox.ac.uk/~vgg/data/voxceleb/vox1.html",
+               title="VC1", group="NOSS")
 def prepare_vc1(root: Path) -> pd.DataFrame:
     """Rows from ``iden_split.txt``: ``wav/<speaker>/<video>/<n>.wav``, label = speaker, split from the code."""
     require_files(root, "iden_split.txt", hint=f"download it from {IDEN_SPLIT_URL}")

@@ -61,7 +61,8 @@ def read_metadata(root: Path) -> pd.DataFrame:
 
 
 @register_task("voxforge", unit_sec=5.8, n_classes=6, description="spoken language identification",
-               source="http://www.voxforge.org/")
+               source="http://www.voxforge.org/",
+               title="VF", group="NOSS")
 def prepare_voxforge(root: Path) -> pd.DataFrame:
     """Rows of EVAR's ``voxforge.csv``: ``file_name`` under ``--root``, language label, split."""
     meta = read_metadata(root)
