@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .extract import embed_files, embed_task, parse_shard, skipped_clips
+from .extract import embed_files, embed_task, parse_shard, save_npy_atomic, skipped_clips
 from .encoders import create_encoder, get_encoder_spec, get_spec_weights, model_label
 from .encoders.base import Encoder, LayerFusion
 from .errors import EvarError
@@ -64,12 +64,8 @@ def embed_files_to(out: str | Path, model: str, files: Sequence[str | Path], wei
     listing = out.with_name(out.name.removesuffix(".npy") + ".files.csv")
     table = pd.DataFrame({"row": range(len(files)), "file": [str(f) for f in files],
                           "status": [e or "ok" for e in errors]})
-    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(listing, table.to_csv(index=False))
-    tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, embeddings)
-    tmp.replace(out)
+    save_npy_atomic(out, embeddings)
     skipped = sum(bool(e) for e in errors)
     if skipped:
         log.warning("%d of %d file(s) could not be read; their rows are NaN and %s says why", skipped, len(files), listing)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import math
 import sys
 from pathlib import Path
 from typing import Callable
@@ -38,8 +39,6 @@ def _json_dict(text: str) -> dict:
 
 
 def _mean_std(text: str) -> tuple[float, float]:
-    import math
-
     try:
         mean, std = (float(v) for v in text.split(","))
     except ValueError as exc:
@@ -62,8 +61,6 @@ def _seeds(text: str) -> list[int]:
 def _number(kind: type, minimum: float, inclusive: bool = True) -> Callable[[str], float]:
     """An argparse type: ``kind`` (int or float) at least ``minimum`` (or above it)."""
     def parse(text: str):
-        import math
-
         try:
             value = kind(text)
         except ValueError:

@@ -88,4 +88,3 @@ def index_path_for(task_name: str) -> Path:
     from .paths import prepared_tasks_dir
 
     return prepared_tasks_dir() / "content" / f"{task_name}.json"
-

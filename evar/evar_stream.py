@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-#: DataLoader iterations per training epoch of EVAR's classifier: the shuffled training loader and the validation loader
+#: clips per batch of EVAR's statistics pass (its training loader's batch size)
 STATS_BATCH = 256
 
 
@@ -74,6 +74,12 @@ def pass1_orders(rounds: list[tuple[int, int, int]], init_words: int, seed: int 
             if n:  # EVAR returns early, without iterating, for an empty loader
                 loader_iteration(g)
     return Pass1Orders(stats_order, train_orders)
+
+
+def task_pass1_orders(task, init_words: int, seed: int = 42, stats: bool = True) -> Pass1Orders:
+    """:func:`pass1_orders` for the rounds of ``task`` (a :class:`evar.tasks.Task`)."""
+    rounds = [(len(s.train), len(s.valid) if s.valid is not None else 0, len(s.test)) for s in task.splits()]
+    return pass1_orders(rounds, init_words, seed, stats)
 
 
 def stats_batches(order: np.ndarray, max_clips: int = 5000, batch_size: int = STATS_BATCH) -> list[np.ndarray]:

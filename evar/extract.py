@@ -39,11 +39,11 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .audio import crop_offset, crop_or_pad, load_audio
-from .content import content_signature, index_path_for
 from .encoders.base import Encoder
 from .errors import AudioError, EvarError
 from .paths import embeddings_dir
-from .evar_stream import pass1_orders, stats_batches
+from .content import content_signature, index_path_for
+from .evar_stream import stats_batches, task_pass1_orders
 from .stats import EvarRunningStats
 from .tasks import Task
 from .tasks.base import atomic_write_text
@@ -179,12 +179,10 @@ def stats_order(encoder: Encoder, task: Task, seed: int = 42) -> np.ndarray:
     """The order in which EVAR's statistics pass meets the first round's training clips: its seeded loader's
     permutation, replayed exactly when the encoder's construction draws are known (``evar_init_words``), else a
     permutation from a generator seeded with ``seed``."""
-    splits = list(task.splits())
     words = getattr(encoder, "evar_init_words", None)
     if words is not None:
-        rounds = [(len(s.train), len(s.valid) if s.valid is not None else 0, len(s.test)) for s in splits]
-        return pass1_orders(rounds, words, seed).stats_order
-    n = len(splits[0].train)
+        return task_pass1_orders(task, words, seed).stats_order
+    n = len(task.first_train_rows())
     return next(iter(_loader(range(n), n, 0, shuffle=True, seed=seed))).numpy()
 
 
@@ -217,7 +215,8 @@ def optimised_for_inference(encoder: Encoder) -> Encoder:
 
 
 def _file_signature(task: Task) -> str:
-    """The files' content identity and the task root (see :mod:`evar.content`)."""
+    """The files' content identity and the task root (see :mod:`evar.content`); computed on every call, as
+    files may change under a task object that lives on (a notebook, a test), and cheap once digested."""
     return content_signature(task.root, list(task.meta["file"]), index_path_for(task.name))
 
 
@@ -235,7 +234,7 @@ def cache_folder(encoder: Encoder, task: Task, model_label: str, unit_sec: float
     return Path(root or embeddings_dir()) / task.name / f"{safe_label}-{key}", material
 
 
-def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
+def save_npy_atomic(path: Path, array: np.ndarray) -> None:
     """Write through a temporary file; a full disk leaves no half file and says what to do."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
@@ -460,7 +459,7 @@ def _embed_chunks(encoder: Encoder, task: Task, chunks: list[int], parts_dir: Pa
                 bar.update(len(wav))
         if skipped:  # recorded before the chunk counts as done, so a resumed run still reports them
             _update_manifest(manifest_path, {"skipped": skipped})
-        _save_npy_atomic(parts_dir / f"part-{chunk:05d}.npy", np.concatenate(outputs).astype(dtype))
+        save_npy_atomic(parts_dir / f"part-{chunk:05d}.npy", np.concatenate(outputs).astype(dtype))
     bar.close()
 
 

@@ -619,8 +619,8 @@ def finetune(task: str, model: str, weights: str | None = None, device: str = "c
     run = _Run(prepared, model, encoder, settings, device, num_workers, progress, run_dir, epoch_hook)
     if run.augment.active and not run.feature_augment:
         log.warning(f"{type(encoder).__name__} has no separable front end (features + "
-                  "forward_from_features); frequency/time masks and random resize crop are off, "
-                  "mixup on waveforms still applies")
+                    "forward_from_features); frequency/time masks and random resize crop are off, "
+                    "mixup on waveforms still applies")
     rounds, scores, results = [], [], []
     has_valid = all(split.valid is not None and len(split.valid) for split in prepared.splits())
     for index, split in enumerate(prepared.splits()):

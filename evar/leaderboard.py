@@ -2,14 +2,15 @@
 
 Which runs count: of each (model, layers, weights sha256, task, protocol, settings), the run resting on
 the most seeds, the latest among equals (``all_runs`` lists every run instead): a later one-seed run
-does not hide a three-seed average. A note names the cells resting on fewer seeds than the others. Runs with different settings or weights are never
-merged: when one (model, task) cell holds several, the model's row is split into one row per
-variant, labelled with a short hash, and a footnote names the settings that differ. Runs recorded
-by a layer-wise probe (``settings["layer_wise"]``) are left to ``evar plot layers``.
+does not hide a three-seed average. A note names the cells resting on fewer seeds than the others.
+Runs with different settings or weights are never merged: when one (model, task) cell holds several,
+the model's row is split into one row per variant, labelled with a short hash, and a footnote names the
+settings that differ. Runs recorded by a layer-wise probe (``settings["layer_wise"]``) are left to ``evar plot layers``.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import html
 import json
@@ -30,6 +31,7 @@ PAPER_ORDER = ("esc50", "us8k", "spcv2", "vc1", "voxforge", "cremad", "gtzan", "
 GROUP_ORDER = ("SER", "NOSS", "Music")
 
 
+@functools.lru_cache(maxsize=None)
 def task_title(name: str) -> str:
     """The task's name in tables (its spec's title: ``ESC-50``); the name itself for unknown tasks."""
     from .tasks import get_task_spec
@@ -40,6 +42,7 @@ def task_title(name: str) -> str:
         return name
 
 
+@functools.lru_cache(maxsize=None)
 def task_groups() -> dict[str, tuple[str, ...]]:
     """Each group of EVAR's papers and its tasks (from the specs' ``group``), in paper order."""
     from .tasks import get_task_spec

@@ -14,7 +14,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .errors import EvarError
-from .evar_stream import holdout, init_linear, loader_iteration, pass1_orders
+from .evar_stream import holdout, init_linear, loader_iteration, task_pass1_orders
 from .log import log
 
 
@@ -183,6 +183,7 @@ class LinearProbe:
                 train, valid = holdout(y, stream.numpy, self.valid_fraction)
                 X, X_valid, y, y_valid = X[train], X[valid], y[train], y[valid]
         else:
+            stream = None  # each fit seeded on its own
             seed_everything(self.seed)
             if X_valid is None:
                 train, valid = self._holdout(y, np.random.default_rng(self.seed))
@@ -304,8 +305,7 @@ def evar_row_orders(task, init_words: int | None, needs_stats: bool, seed: int =
     encoder's ``evar_init_words``); None otherwise (the rows then stay in metadata order)."""
     if init_words is None:
         return None
-    rounds = [(len(s.train), len(s.valid) if s.valid is not None else 0, len(s.test)) for s in task.splits()]
-    return pass1_orders(rounds, init_words, seed, stats=needs_stats).train_orders
+    return task_pass1_orders(task, init_words, seed, stats=needs_stats).train_orders
 
 
 def evaluate_embeddings(X: np.ndarray, task, seeds: Sequence[int] = (42,), progress: bool = True,

@@ -119,7 +119,7 @@ def _final_score(results: pd.DataFrame, protocol: str, model: str, task: str) ->
     runs = runs[(runs["model"] == model) & (runs["task"] == task) & (runs["layers"] == "")]
     if runs.empty:
         return None
-    best = runs.sort_values(["n_seeds", "date", "order"], kind="mergesort").iloc[-1]
+    best = best_founded(runs, ["task"]).iloc[-1]
     return float(best["score_pct"]), int(best["n_seeds"])
 
 

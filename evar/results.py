@@ -64,7 +64,7 @@ def _drop_incomplete_tail(path: Path) -> None:
         keep = size - len(tail) + tail.rfind(b"\n") + 1 if b"\n" in tail else 0
         f.truncate(keep)
     log.warning(f"{path}: removed an incomplete last line ({size - keep} bytes, left by an "
-          "interrupted write); the complete rows are kept")
+                "interrupted write); the complete rows are kept")
 
 
 def _append_bytes(path: Path, data: bytes) -> None:

@@ -269,20 +269,18 @@ def embed_step(job_spec: dict, run: RunOptions, env: dict[str, str]) -> tuple[np
     return np.asarray(X), json.loads(json.dumps(info, default=str))
 
 
-def probe_step(X: np.ndarray, job_spec: dict, round_index: int, run: RunOptions,
-               env: dict[str, str], info: dict | None = None) -> tuple[str, list[float]]:
-    """One round (fold or split) of a linear job: its name and one score per seed (in ``evar`` mode the earlier
-    rounds are trained too: they advance EVAR's generators)."""
+def probe_step(X: np.ndarray, job_spec: dict, round_index: int | None, run: RunOptions,
+               env: dict[str, str], info: dict | None = None) -> tuple[list[str], list[list[float]]]:
+    """A linear job's rounds (all, or the one ``round_index``): their names and one score per seed each (in
+    ``evar`` mode the rounds before ``round_index`` are trained too: they advance EVAR's generators)."""
     os.environ.update(env)
     job = Job.from_spec(job_spec)
     task = load_task(job.task)
-    settings = {**LINEAR_DEFAULTS, **job.settings}
     orders = None
-    if settings["mode"] == "evar" and info and info.get("evar_init_words") is not None:
+    if job.settings["mode"] == "evar" and info and info.get("evar_init_words") is not None:
         orders = evar_row_orders(task, info["evar_init_words"], info["needs_stats"])
-    rounds, scores = evaluate_embeddings(X, task, job.seeds, progress=False, row_orders=orders,
-                                         only_round=round_index, device=run.device, **settings)
-    return rounds[0], scores[0]
+    return evaluate_embeddings(X, task, job.seeds, progress=False, row_orders=orders, only_round=round_index,
+                               device=run.device, **job.settings)
 
 
 def finetune_step(job_spec: dict, run: RunOptions, env: dict[str, str]) -> str:
@@ -306,7 +304,7 @@ def linear_row(job: Job, rounds: list[str], scores: list[list[float]], info: dic
     task = load_task(job.task)
     result = ProbeResult(job.task, model_label(job.model, info["layers"]), task.spec.metric, rounds, list(job.seeds),
                          scores)
-    settings = {**LINEAR_DEFAULTS, **job.settings}
+    settings = job.settings
     result.settings = linear_settings(task, info["config"], run.device, settings["lr"], settings["max_epochs"],
                                       settings["patience"], run.dtype, info["skipped"], settings["mode"])
     return result_row(result, job.model, info["layers"], job.weights, info["weights_sha256"])
@@ -413,8 +411,7 @@ class LocalBackend:
                 continue
             for job in group:
                 try:
-                    results = [probe_step(X, job.spec(), r, run, env, info) for r in range(n_rounds(job.task))]
-                    rounds, scores = [r for r, _ in results], [s for _, s in results]
+                    rounds, scores = probe_step(X, job.spec(), None, run, env, info)  # all rounds, in order, once
                     recorder.finished(job, linear_row(job, rounds, scores, info, run))
                 except Exception as exc:
                     recorder.failed_with(job, exc)
@@ -495,7 +492,7 @@ class RayBackend:
                     recorder.finished(job, run_id=values[0])
                 else:
                     info, results = values[0], values[1:]
-                    recorder.finished(job, linear_row(job, [r for r, _ in results], [s for _, s in results],
+                    recorder.finished(job, linear_row(job, [r[0] for r, _ in results], [s[0] for _, s in results],
                                                       info, run))
             except ray.exceptions.WorkerCrashedError as exc:
                 recorder.failed_with(job, EvarError(f"its worker died {self.max_retries + 1} times (killed, out of "

@@ -124,7 +124,7 @@ def prepare_task(name: str, root: str | Path, on_error: str = "fail") -> Task:
     task = save_prepared(spec, root, meta, problems)
     if spec.n_classes is not None and len(task.classes) != spec.n_classes:
         log.warning(f"{name} has {len(task.classes)} classes in its training data, "
-              f"the protocol has {spec.n_classes}")
+                    f"the protocol has {spec.n_classes}")
     return task
 
 

@@ -120,15 +120,14 @@ def check_metadata(name: str, meta: pd.DataFrame, group: str, root: Path | None 
     labels that differ only in case or spaces; labels are never merged.
     """
     files = meta["file"].astype(str).map(lambda f: posixpath.normpath(f.replace("\\", "/")))
-    repeated = files[files.duplicated(keep=False)]
+    pairs = pd.DataFrame({"file": files, "group": meta[group]})
+    repeated = pairs[pairs.duplicated(keep=False)]  # the same file more than once in one split/fold
     if len(repeated):
-        counts = repeated.value_counts()
+        counts = repeated["file"].value_counts()
         shown = "; ".join(f"{f} ({n} rows)" for f, n in list(counts.items())[:3])
         more = f" (and {len(counts) - 3} more)" if len(counts) > 3 else ""
-        within = meta.loc[repeated.index].groupby(files.loc[repeated.index])[group].nunique().max() == 1
-        if within:
-            raise EvarError(f"{name}: {len(counts)} file(s) listed more than once in the same {group}: {shown}{more} "
-                            "(a repeated clip counts twice in training or in the score); remove the repeated rows")
+        raise EvarError(f"{name}: {len(counts)} file(s) listed more than once in the same {group}: {shown}{more} "
+                        "(a repeated clip counts twice in training or in the score); remove the repeated rows")
     groups_of = meta.groupby(files)[group].agg(lambda v: sorted(set(v), key=str))
     leaked = groups_of[groups_of.map(len) > 1]
     if len(leaked):

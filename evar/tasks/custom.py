@@ -106,7 +106,7 @@ def prepare_custom(csv: str | Path, root: str | Path, name: str, unit_sec: float
     for original in sorted(set(table["label"][labels != table["label"]])):
         changed = table["label"] == original
         log.warning(f"{csv}: label {original!r} on line(s) {_lines(changed)} read as "
-              f"{labels[changed].iloc[0]!r} (spaces around labels removed)")
+                    f"{labels[changed].iloc[0]!r} (spaces around labels removed)")
     table["label"] = labels
     table[group] = table[group].str.strip()
     for column in ("file", "label", group):

@@ -128,7 +128,7 @@ def save_event_task(spec: TaskSpec, root: Path, clips: pd.DataFrame, events: pd.
     cut = ~late & (events["offset"] > duration)
     if late.any() or cut.any():
         log.warning(f"{spec.name}: {int(late.sum())} event(s) starting after their clip's end dropped, "
-              f"{int(cut.sum())} cut at the clip's end")
+                    f"{int(cut.sum())} cut at the clip's end")
     events.loc[cut, "offset"] = duration[cut]
     events = events[~late].sort_values(["file", "onset", "label"], kind="stable")
     clips["label"] = _clip_labels(clips["file"], events).fillna("")
