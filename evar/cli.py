@@ -607,6 +607,11 @@ def main(argv: list[str] | None = None) -> int:
     except EvarError as exc:
         print(f"evar: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`evar list tasks | head`): stop quietly, as Unix tools do
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 141
     except OSError as exc:  # a folder that cannot be written, a file that vanished: one line, not a traceback
         where = f" {exc.filename}" if exc.filename else ""
         print(f"evar: error: cannot access{where}: {exc.strerror or exc}; check the path and its permissions "

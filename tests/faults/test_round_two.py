@@ -354,3 +354,15 @@ def test_56_last_layer_equals_the_final_embedding(tmp_path: Path, byola512_weigh
     final = evar.probe("esc50", "byola", weights=str(byola512_weights), progress=False)
     last = evar.probe_layers("esc50", "byola", weights=str(byola512_weights), progress=False)[-1]
     assert last.scores == final.scores
+
+
+# 57: output piped into a reader that has gone (`evar list models | head -1`) ends quietly, not as an error
+def test_57_closed_pipe_is_not_an_error() -> None:
+    import subprocess
+    import sys
+
+    run = subprocess.Popen([sys.executable, "-m", "evar.cli", "list", "models"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    run.stdout.close()  # the reader leaves before evar writes its first line
+    err = run.stderr.read()
+    assert run.wait(timeout=120) == 141 and "error" not in err and "Traceback" not in err, err
