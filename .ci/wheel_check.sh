@@ -13,7 +13,7 @@ export EVAR_CACHE_DIR="$work/cache" EVAR_RESULTS_DIR="$work/results"
 "$work/venv/bin/python" - <<'PY'
 import evar, sys
 assert "/venv/" in evar.__file__, f"evar imported from {evar.__file__}, not the installed wheel"
-from evar.results import append_result
+from evar.results.store import append_result
 row = {"protocol": "linear", "model": "cnn14", "layers": "", "task": "esc50", "metric": "accuracy", "score": 0.8,
        "std": 0.01, "n_folds": 5, "fold_scores": [[0.8]] * 5, "seeds": [42], "weights": "", "weights_sha256": "",
        "settings": {}}

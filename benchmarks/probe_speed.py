@@ -12,7 +12,7 @@ Every measured command runs as `evar probe --task T --model M` in a fresh interp
 imports torch: ``ru_maxrss`` is inherited through fork + exec). Wall time includes interpreter start-up;
 peak RSS is the largest of the command's own process and its DataLoader workers; decoded clips are
 counted by wrapping ``soundfile.read`` in that interpreter (workers included). Throughput is clips over
-the time spent in ``evar.extract.embed_task`` (statistics pass included when the encoder has one).
+the time spent in ``evar.embeddings.cache.embed_task`` (statistics pass included when the encoder has one).
 The compute limit for BYOL-A is 125 clips/s of 4-s audio on this 2-core machine (0.67 GFLOP per clip at
 85 GFLOP/s for a 3x3 convolution). Exits 1 when a target of the nsynth workload is missed.
 """
@@ -79,13 +79,13 @@ def _generate(workload: str, n: int, folder: Path, env: dict) -> Path:
         return folder
     if workload == "nsynth":
         per_class = {"train": round(n * 0.75 / 11), "valid": round(n * 0.125 / 11), "test": round(n * 0.125 / 11)}
-        code = ("from evar.synth import make_nsynth_tree, NSYNTH_FAMILIES as F; import sys, json; "
+        code = ("from evar.synth.trees import make_nsynth_tree, NSYNTH_FAMILIES as F; import sys, json; "
                 "make_nsynth_tree(sys.argv[1], families=tuple(F), train_only=(), notes=json.loads(sys.argv[2]), "
                 "seconds=4.0, seed=1)")
         _run([sys.executable, "-c", code, str(folder), json.dumps(per_class)], env)
     else:
         per_class_per_fold = max(1, n // (5 * 40))
-        code = ("from evar.synth import make_esc50_tree; import sys; "
+        code = ("from evar.synth.trees import make_esc50_tree; import sys; "
                 "make_esc50_tree(sys.argv[1], n_classes=40, clips_per_class_per_fold=int(sys.argv[2]), seconds=5.0, seed=1)")
         _run([sys.executable, "-c", code, str(folder), str(per_class_per_fold)], env)
     (folder / ".complete").write_text("")

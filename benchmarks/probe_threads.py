@@ -1,6 +1,6 @@
 """How many CPU threads the linear probe should use: one fit timed with 1 and with all threads, on a quiet
 machine and beside a process that keeps one core busy (a sweep, a laptop doing anything else), and the count
-``LinearProbe`` chooses there (``evar.linear.ThreadChooser``: one thread for small problems, else the faster
+``LinearProbe`` chooses there (``evar.protocols.linear.ThreadChooser``: one thread for small problems, else the faster
 of its first two epochs), with its time per epoch over a whole fit.
 
     python benchmarks/probe_threads.py     # prints a table; exits 1 when the fit is >15% slower than the best
@@ -19,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from evar.linear import LinearProbe, ProbeStream, cpu_threads
+from evar.protocols.linear import LinearProbe, ProbeStream, cpu_threads
 
 SHAPES = ((1716, 512, 3), (1600, 8192, 50), (20000, 2048, 35))  # NSynth-like, a fusion on ESC-50, SPCV2-like
 

@@ -8,7 +8,7 @@ Python API (the ``evar`` command is a thin layer over it)::
     evar.prepare_task("esc50", "/data/ESC-50-master")
     result = evar.probe("esc50", "byola", weights=...)
 
-    from evar.finetune import finetune            # fine-tuning
+    from evar.protocols.finetune import finetune  # fine-tuning
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+source"
 
-from .errors import AudioError, EvarError  # noqa: E402
+from evar.errors import AudioError, EvarError  # noqa: E402
 
 #: public names and the module that defines them, imported on first use (``import evar.cli`` stays light:
 #: ``evar --help`` does not load torch or pandas)
 _LAZY = {
     "embed": "api", "probe": "api", "probe_layers": "api",
     "create_encoder": "encoders", "list_encoders": "encoders", "register_encoder": "encoders",
-    "load_encoder": "encoders", "LinearProbe": "linear",
+    "load_encoder": "encoders", "LinearProbe": "protocols.linear",
     "list_tasks": "tasks", "load_task": "tasks", "prepare_task": "tasks", "register_task": "tasks",
 }
 

@@ -1,66 +1,58 @@
-"""The high-level Python API that the CLI calls: embed a task or files, probe, one call each."""
+"""The Python API that the CLI calls: embed a task or files, probe, fine-tune — one call each.
+
+Each takes what to evaluate (a registered name or a :class:`~evar.options.ModelChoice`), the protocol's settings
+and the :class:`~evar.options.RunOptions`; a probe dispatches on the task spec's kind (scene: linear, event: SED).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .extract import embed_files, embed_task, parse_shard, save_npy_atomic, skipped_clips
-from .encoders import create_encoder, get_encoder_spec, get_spec_weights, model_label
-from .encoders.base import Encoder, LayerFusion
-from .errors import EvarError
-from .linear import ProbeResult, evaluate_embeddings, evar_row_orders
-from .paths import results_dir
-from .results import append_result, check_writable
-from .tasks import Task, load_task
-from .tasks.base import atomic_write_text
-from .log import log
+from evar.embeddings.cache import embed_files, embed_task, parse_shard, save_npy_atomic, skipped_clips
+from evar.encoders.base import Encoder, LayerFusion
+from evar.errors import EvarError
+from evar.io import atomic_write_text
+from evar.log import log
+from evar.options import LinearSettings, ModelChoice, ProbeSettings, RunOptions, SedSettings
+from evar.protocols.base import Result, layer_names, record as record_result, weights_field
+from evar.results.store import check_writable
+from evar.tasks import Task, get_task_spec, load_task
 
 
-def _encoder(model: str, weights: str | None, layers, device: str, **encoder_kwargs) -> Encoder:
-    return create_encoder(model, weights=weights, layers=layers, device=device, **encoder_kwargs)
-
-
-def embed(model: str, task: str | None = None, files: Sequence[str | Path] | None = None, weights: str | None = None,
-          layers: Sequence[int | str] | None = None, device: str = "cpu", batch_size: int | None = None,
-          num_workers: int = 0, on_error: str = "fail", unit_sec: float | None = None, progress: bool = True,
-          encoder: Encoder | None = None, options: dict | None = None,
-          stats: tuple[float, float] | None = None, shard: str | tuple[int, int] | None = None,
-          dtype: str = "float32") -> np.ndarray | None:
+def embed(model: str | ModelChoice, task: str | None = None, files: Sequence[str | Path] | None = None,
+          run: RunOptions = RunOptions(), encoder: Encoder | None = None, unit_sec: float | None = None,
+          stats: tuple[float, float] | None = None, shard: str | tuple[int, int] | None = None) -> np.ndarray | None:
     """Embeddings of a prepared task (cached under ``embeddings/``) or of files (``unit_sec`` optional).
 
-    ``options`` are the encoder factory's keyword arguments (e.g. ``{"mel": "byola"}``); ``stats``
-    fixes the normalisation statistics of encoders that need them when embedding files. ``shard``
-    (``"i/n"``) computes one shard of a task's embeddings (None is returned until all shards are done);
-    ``dtype="float16"`` stores them at half the size.
+    ``stats`` fixes the normalisation statistics of encoders that need them when embedding files. ``shard``
+    (``"i/n"``) computes one shard of a task's embeddings (None is returned until all shards are done).
     """
-    encoder = encoder or _encoder(model, weights, layers, device, **(options or {}))
+    model = ModelChoice.of(model)
+    encoder = encoder or model.build(run.device)
     if task is not None:
         if isinstance(shard, str):
             shard = parse_shard(shard)
-        return embed_task(encoder, load_task(task), model_label(model, layers), batch_size, num_workers, on_error,
-                          progress=progress, shard=shard, dtype=dtype)
+        return embed_task(encoder, load_task(task), _label(model, encoder), run, shard=shard)
     if shard is not None:
         raise EvarError("--shard applies to a task's embeddings, not to files")
-    embeddings, _ = embed_files(encoder, files or [], unit_sec, batch_size, num_workers, on_error, progress, stats)
+    embeddings, _ = embed_files(encoder, files or [], unit_sec, run, stats)
     return embeddings
 
 
-def embed_files_to(out: str | Path, model: str, files: Sequence[str | Path], weights: str | None = None,
-                   layers: Sequence[int | str] | None = None, device: str = "cpu", batch_size: int | None = None,
-                   num_workers: int = 0, on_error: str = "fail", unit_sec: float | None = None,
-                   options: dict | None = None, stats: tuple[float, float] | None = None,
-                   progress: bool = True) -> tuple[np.ndarray, Path]:
+def embed_files_to(out: str | Path, model: str | ModelChoice, files: Sequence[str | Path],
+                   run: RunOptions = RunOptions(), unit_sec: float | None = None,
+                   stats: tuple[float, float] | None = None) -> tuple[np.ndarray, Path]:
     """Embed ``files`` into ``out`` (.npy, one row per file in the given order) and write the list of files
     beside it (``<out>.files.csv``: row, file, status — ``ok`` or why the row is NaN). Both files are
     written whole or not at all."""
     import pandas as pd
 
     out = Path(out)
-    encoder = _encoder(model, weights, layers, device, **(options or {}))
-    embeddings, errors = embed_files(encoder, files, unit_sec, batch_size, num_workers, on_error, progress, stats)
+    encoder = ModelChoice.of(model).build(run.device)
+    embeddings, errors = embed_files(encoder, files, unit_sec, run, stats)
     listing = out.with_name(out.name.removesuffix(".npy") + ".files.csv")
     table = pd.DataFrame({"row": range(len(files)), "file": [str(f) for f in files],
                           "status": [e or "ok" for e in errors]})
@@ -72,112 +64,117 @@ def embed_files_to(out: str | Path, model: str, files: Sequence[str | Path], wei
     return embeddings, listing
 
 
-def probe(task: str, model: str, weights: str | None = None, layers: Sequence[int | str] | None = None,
-          seeds: Sequence[int] = (42,), device: str = "cpu", batch_size: int | None = None, num_workers: int = 0,
-          on_error: str = "fail", lr: float = 3e-4, max_epochs: int = 200, patience: int = 20,
-          record: bool = True, progress: bool = True, encoder: Encoder | None = None,
-          options: dict | None = None, dtype: str = "float32", mode: str = "evar") -> ProbeResult:
-    """EVAR linear evaluation of ``model`` on ``task``; appends a row to ``results/scores.csv`` when ``record``.
+def probe_settings(task: str, **values: Any) -> ProbeSettings:
+    """The settings object for probing ``task``: :class:`SedSettings` for an event task, else
+    :class:`LinearSettings`; ``values`` left None take the defaults, and one that does not apply is an error."""
+    kind = get_task_spec(task).kind
+    cls = SedSettings if kind == "event" else LinearSettings
+    given = {k: v for k, v in values.items() if v is not None}
+    fields = cls.__dataclass_fields__
+    foreign = sorted(k for k in given if k not in fields)
+    if foreign:
+        names = ", ".join("--" + k.replace("_", "-") for k in foreign)
+        raise EvarError(f"{names} do(es) not apply to {kind} task {task}; its probe settings: "
+                        f"{', '.join(sorted(fields))}")
+    return cls(**given)
 
-    ``mode="evar"`` reproduces EVAR's classifier and random stream seed for seed (:class:`evar.linear.LinearProbe`);
-    ``"clean"`` seeds every fold and seed on its own.
 
-    An event (SED) task runs the frame-level probe of :func:`evar.sed.probe_sed` instead (BCE loss).
+def probe(task: str, model: str | ModelChoice, settings: ProbeSettings | None = None,
+          run: RunOptions = RunOptions(), encoder: Encoder | None = None, record: bool = True) -> Result:
+    """Evaluate ``model`` on ``task`` with the protocol of the task's kind; appends a row to
+    ``results/scores.csv`` when ``record``.
+
+    Scene tasks: EVAR's linear evaluation (:class:`evar.protocols.linear.LinearProbe`; ``mode="evar"`` reproduces
+    EVAR's classifier and random stream seed for seed). Event (SED) tasks: the frame-level probe of
+    :func:`evar.protocols.sed.probe_sed`. ``settings`` None takes the protocol's defaults.
     """
-    from .tasks.sed import is_event_task
+    model = ModelChoice.of(model)
+    settings = settings or probe_settings(task)
+    if get_task_spec(task).kind == "event":
+        from evar.protocols.sed import probe_sed
 
-    if is_event_task(task):
-        from .sed import probe_sed
-
-        return probe_sed(task, model, weights, layers, seeds, device, batch_size, on_error, lr=lr,
-                         max_epochs=max_epochs, patience=patience, record=record, progress=progress,
-                         encoder=encoder, options=options)
-    if encoder is None and ":" not in model:
-        get_encoder_spec(model)  # an unknown name fails before any work
+        if not isinstance(settings, SedSettings):
+            raise EvarError(f"{task} is an event (SED) task: give SedSettings (see evar.api.probe_settings)")
+        return probe_sed(task, model, settings, run, encoder, record)
+    if not isinstance(settings, LinearSettings):
+        raise EvarError(f"{task} is a clip-level task: give LinearSettings (see evar.api.probe_settings)")
+    if encoder is None:
+        model.check_name()  # an unknown name fails before any work
     if record:
         check_writable()  # a read-only results folder fails now, not after the work
     prepared = load_task(task)
-    encoder = encoder or _encoder(model, weights, layers, device, **(options or {}))
-    if isinstance(encoder, LayerFusion):
-        layers = encoder.indices  # names and negative indices become 0-based indices in labels and rows
-    label = model_label(model, layers)
-    X = embed_task(encoder, prepared, label, batch_size, num_workers, on_error, progress=progress, dtype=dtype)
-    skipped = skipped_clips(prepared, encoder, label, dtype)
-    settings = linear_settings(prepared, encoder.config(), device, lr, max_epochs, patience, dtype, skipped, mode)
-    orders = evar_row_orders(prepared, getattr(encoder, "evar_init_words", None), encoder.needs_stats) \
-        if mode == "evar" else None
-    rounds, scores = evaluate_embeddings(X, prepared, seeds, progress, row_orders=orders, lr=lr,
-                                         max_epochs=max_epochs, patience=patience, device=device, mode=mode)
-    result = ProbeResult(task, label, prepared.spec.metric, rounds, list(seeds), scores, settings)
+    encoder = encoder or model.build(run.device)
+    layers = encoder.indices if isinstance(encoder, LayerFusion) else list(model.layers)
+    X = embed_task(encoder, prepared, _label(model, encoder), run)
+    skipped = skipped_clips(prepared, encoder, _label(model, encoder), run.dtype)
+    recorded = linear_settings(prepared, encoder.config(), settings, run, skipped)
+    names, scores = _linear_rounds(X, prepared, encoder, settings, run)
+    result = Result("linear", task, model.name, layer_names(layers), prepared.spec.metric, names,
+                    list(settings.seeds), scores, recorded, weights_field(model.name, model.weights),
+                    encoder.weights_sha256 or "")
     if record:
-        _record(result, model, layers, weights, encoder, skipped)
+        record_result(result, skipped)
     return result
 
 
-def probe_layers(task: str, model: str, weights: str | None = None, seeds: Sequence[int] = (42,),
-                 device: str = "cpu", batch_size: int | None = None, num_workers: int = 0, on_error: str = "fail",
-                 lr: float = 3e-4, max_epochs: int = 200, patience: int = 20, progress: bool = True,
-                 options: dict | None = None) -> list[ProbeResult]:
-    """A probe per intermediate layer (time-averaged, as in layer fusion), from one embedding pass.
+def probe_layers(task: str, model: str | ModelChoice, settings: LinearSettings = LinearSettings(),
+                 run: RunOptions = RunOptions()) -> list[Result]:
+    """A linear probe per intermediate layer (time-averaged, as in layer fusion), from one embedding pass.
 
     Every layer's pooled embedding is cached once as one fused embedding, then sliced per layer; each layer
     gets its own row in ``results/scores.csv`` (``layers`` = its index), which `evar plot layers` reads.
     """
+    model = ModelChoice.of(model)
     check_writable()
     prepared = load_task(task)
-    base = _encoder(model, weights, None, device, **(options or {}))
+    base = ModelChoice(model.name, model.weights, (), model.options).build(run.device)
     if not base.layers:
-        raise EvarError(f"{model} exposes no intermediate layers")
-    fused = LayerFusion(base, list(range(len(base.layers)))).to(device)
-    X = embed_task(fused, prepared, model_label(model, ["all"]), batch_size, num_workers, on_error, progress=progress)
+        raise EvarError(f"{model.name} exposes no intermediate layers")
+    fused = LayerFusion(base, list(range(len(base.layers)))).to(run.device)
+    X = embed_task(fused, prepared, f"{model.name}+all", run)
     bounds = np.cumsum([0, *fused.layer_dims])
-    orders = evar_row_orders(prepared, fused.evar_init_words, fused.needs_stats)
     results = []
     for index, name in enumerate(base.layers):
-        X_layer = X[:, bounds[index]:bounds[index + 1]]
-        settings = {**linear_settings(prepared, base.config(), device, lr, max_epochs, patience), "layer_wise": True,
-                    "layer_name": name}
-        rounds, scores = evaluate_embeddings(X_layer, prepared, seeds, progress, row_orders=orders, lr=lr,
-                                             max_epochs=max_epochs, patience=patience, device=device)
-        result = ProbeResult(task, model_label(model, [index]), prepared.spec.metric, rounds, list(seeds), scores, settings)
-        _record(result, model, [index], weights, base)
+        recorded = {**linear_settings(prepared, base.config(), settings, run), "layer_wise": True, "layer_name": name}
+        names, scores = _linear_rounds(X[:, bounds[index]:bounds[index + 1]], prepared, fused, settings, run)
+        result = Result("linear", task, model.name, [str(index)], prepared.spec.metric, names, list(settings.seeds),
+                        scores, recorded, weights_field(model.name, model.weights), base.weights_sha256 or "")
+        record_result(result)
         results.append(result)
     return results
 
 
-def linear_settings(task: Task, encoder_config: dict, device: str, lr: float, max_epochs: int, patience: int,
-                    dtype: str = "float32", skipped: dict[str, str] | None = None, mode: str = "evar") -> dict:
-    """Everything a results row needs to reproduce the probe (``evar probe`` and ``evar sweep`` rows alike)."""
-    settings = {"lr": lr, "max_epochs": max_epochs, "patience": patience, "probe_batch_size": 200,
-                "unit_sec": task.spec.unit_sec, "encoder": encoder_config, "device": device,
-                "skipped_files": sorted(skipped or {}), "linear_mode": mode}
-    if dtype != "float32":  # float32 rows read as before
-        settings["embedding_dtype"] = dtype
-    return settings
+def _label(model: ModelChoice, encoder: Encoder) -> str:
+    """The cache label: ``name`` or ``name+i,j`` with the fused layers as 0-based indices."""
+    layers = encoder.indices if isinstance(encoder, LayerFusion) else list(model.layers)
+    return f"{model.name}+{','.join(str(l) for l in layers)}" if layers else model.name
 
 
-def result_row(result: ProbeResult, model: str, layers: Sequence[int | str] | None, weights: str | None,
-               weights_sha256: str | None) -> dict:
-    """The ``results/scores.csv`` row of a linear probe."""
-    return {
-        "protocol": "linear", "model": model, "layers": ",".join(str(l) for l in layers or []), "task": result.task,
-        "metric": result.metric, "score": round(result.mean, 6), "std": round(result.std, 6),
-        "n_folds": len(result.rounds), "fold_scores": result.scores, "seeds": result.seeds,
-        "weights": str(weights) if weights else ("official" if get_spec_weights(model) else ""),
-        "weights_sha256": weights_sha256 or "", "settings": result.settings,
-    }
+def _linear_rounds(X: np.ndarray, task: Task, encoder: Encoder, settings: LinearSettings, run: RunOptions,
+                   only_round: int | None = None) -> tuple[list[str], list[list[float]]]:
+    from evar.protocols.linear import evaluate_embeddings, evar_row_orders
+
+    orders = evar_row_orders(task, getattr(encoder, "evar_init_words", None), encoder.needs_stats) \
+        if settings.mode == "evar" else None
+    return evaluate_embeddings(X, task, settings, run.device, run.progress, orders, only_round)
 
 
-def _record(result: ProbeResult, model: str, layers: Sequence[int | str] | None, weights: str | None,
-            encoder: Encoder, skipped: dict[str, str] | None = None) -> None:
-    """Append the results row; files left out (``--on-error skip``) go to ``results/skipped/<run_id>.log`` too."""
-    try:
-        row = append_result(result_row(result, model, layers, weights, encoder.weights_sha256))
-    except EvarError as exc:  # the folder turned unwritable during the run: the score must not be lost
-        raise EvarError(f"{exc} — the score of this run: {result.model} on {result.task}: {result.metric} "
-                        f"{100 * result.mean:.2f} ± {100 * result.std:.2f} (embeddings are cached; rerun to record it)"
-                        ) from exc
-    if skipped:
-        path = results_dir() / "skipped" / f"{row['run_id']}.log"
-        atomic_write_text(path, "".join(f"{file}\t{reason}\n" for file, reason in sorted(skipped.items())))
-        log.warning("%d file(s) left out of %s; listed in %s", len(skipped), result.task, path)
+def linear_settings(task: Task, encoder_config: dict, settings: LinearSettings, run: RunOptions,
+                    skipped: dict[str, str] | None = None) -> dict:
+    """What a linear results row records to reproduce the probe (``evar probe`` and ``evar sweep`` rows alike)."""
+    recorded = {"lr": settings.lr, "max_epochs": settings.max_epochs, "patience": settings.patience,
+                "probe_batch_size": 200, "unit_sec": task.spec.unit_sec, "encoder": encoder_config,
+                "device": run.device, "skipped_files": sorted(skipped or {}), "linear_mode": settings.mode}
+    if run.dtype != "float32":  # float32 rows read as before
+        recorded["embedding_dtype"] = run.dtype
+    return recorded
+
+
+def finetune(task: str, model: str | ModelChoice, settings: dict[str, Any] | None = None,
+             run: RunOptions = RunOptions(), resume: bool = False, encoder: Encoder | None = None,
+             epoch_hook: Callable | None = None, record: bool = True):
+    """Fine-tune ``model`` on ``task`` under EVAR's protocol (:func:`evar.protocols.finetune.finetune`);
+    ``settings`` are :class:`~evar.protocols.finetune.FineTuneSettings` fields, unset ones the encoder's defaults."""
+    from evar.protocols.finetune import finetune as run_finetune
+
+    return run_finetune(task, ModelChoice.of(model), settings or {}, run, resume, encoder, epoch_hook, record)

@@ -11,7 +11,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from .errors import AudioError
+from evar.errors import AudioError
 
 
 def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:

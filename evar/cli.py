@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from .errors import EvarError
+from evar.errors import EvarError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int | None]] = {}
 
@@ -163,17 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("probe", help="linear evaluation (EVAR protocol); appends to results/scores.csv")
     _model_options(p)
     p.add_argument("--task", required=True)
-    p.add_argument("--seeds", type=_seeds, default=[42], help="comma-separated seeds; EVAR's papers average 42,43,44")
-    p.add_argument("--lr", type=POSITIVE_FLOAT, default=3e-4)
-    p.add_argument("--max-epochs", type=POSITIVE_INT, default=200)
-    p.add_argument("--patience", type=NON_NEGATIVE_INT, default=20)
-    p.add_argument("--linear-mode", choices=["evar", "clean"], default="evar",
+    p.add_argument("--seeds", type=_seeds, help="comma-separated seeds (default 42); EVAR's papers average 42,43,44")
+    p.add_argument("--lr", type=POSITIVE_FLOAT, help="default 3e-4 (evar.options.ProbeSettings)")
+    p.add_argument("--max-epochs", type=POSITIVE_INT, help="default 200")
+    p.add_argument("--patience", type=NON_NEGATIVE_INT, help="default 20")
+    p.add_argument("--linear-mode", choices=["evar", "clean"],
                    help="evar (default): EVAR's classifier and random stream, seed for seed (its two-pass runner); "
                         "clean: each fold and seed seeded on its own, scaler on the training part, argmax of logits")
-    p.add_argument("--loss", choices=["bce", "afl", "soft_f1"], default="bce",
-                   help="event (SED) tasks: frame loss; afl: asymmetric focal loss, soft_f1: soft F-measure")
-    p.add_argument("--afl-gamma", type=float, default=0.0, help="event tasks, afl: focus on active frames")
-    p.add_argument("--afl-zeta", type=float, default=1.0, help="event tasks, afl: focus on inactive frames")
+    p.add_argument("--loss", choices=["bce", "afl", "soft_f1"],
+                   help="event (SED) tasks: frame loss (default bce); afl: asymmetric focal loss, soft_f1: soft F-measure")
+    p.add_argument("--afl-gamma", type=float, help="event tasks, afl: focus on active frames (default 0)")
+    p.add_argument("--afl-zeta", type=float, help="event tasks, afl: focus on inactive frames (default 1)")
 
     p = sub.add_parser("finetune", help="fine-tune an encoder on a task (EVAR protocol); appends to results/scores.csv")
     p.add_argument("--task", required=True)
@@ -296,10 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-gpus", type=float, default=0, help="ray: GPUs per task (fractions allowed)")
     p.add_argument("--max-retries", type=NON_NEGATIVE_INT, default=3, help="ray: retries of a task whose worker died")
     _run_options(p)
-    p.add_argument("--lr", type=POSITIVE_FLOAT, default=3e-4, help="linear probe learning rate")
-    p.add_argument("--max-epochs", type=POSITIVE_INT, default=200, help="linear probe epochs at most")
-    p.add_argument("--patience", type=NON_NEGATIVE_INT, default=20, help="linear probe early-stopping patience")
-    p.add_argument("--linear-mode", choices=["evar", "clean"], default="evar", help="as for evar probe")
+    p.add_argument("--lr", type=POSITIVE_FLOAT, help="linear probe learning rate (default 3e-4)")
+    p.add_argument("--max-epochs", type=POSITIVE_INT, help="linear probe epochs at most (default 200)")
+    p.add_argument("--patience", type=NON_NEGATIVE_INT, help="linear probe early-stopping patience (default 20)")
+    p.add_argument("--linear-mode", choices=["evar", "clean"], help="as for evar probe (default evar)")
 
     p = sub.add_parser("status", help="jobs of the last sweep (or --sweep ID): done, running, failed, with reasons")
     p.add_argument("--sweep", help="sweep id (or its start); default: the sweep run last")
@@ -311,8 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
 @command("list")
 def cmd_list(args: argparse.Namespace) -> None:
     if args.what == "models":
-        from .encoders import list_encoders, list_prefixes
-        from .weights import weights_status
+        from evar.encoders import list_encoders, list_prefixes
+        from evar.encoders.weights import weights_status
 
         print(f"{'model':<17} {'rate':>6} {'dim':>6}  {'weights':<17} description")
         for spec in list_encoders():
@@ -322,8 +322,8 @@ def cmd_list(args: argparse.Namespace) -> None:
             summary = (factory.__doc__ or "").strip().splitlines()[0] if factory.__doc__ else ""
             print(f"{prefix + ':<module>':<17} {'module':>6} {'module':>6}  {'module':<17} {summary}")
     else:
-        from .tasks import is_prepared, list_tasks, load_task
-        from .tasks.sed import is_event_task, primary_metric
+        from evar.tasks import is_prepared, list_tasks, load_task
+        from evar.tasks.sed import is_event_task, primary_metric
 
         print(f"{'task':<10} {'classes':>7} {'unit s':>6} {'protocol':<9} {'metric':<8} status")
         for spec in list_tasks():
@@ -340,23 +340,23 @@ def cmd_list(args: argparse.Namespace) -> None:
 @command("prepare")
 def cmd_prepare(args: argparse.Namespace) -> None:
     if args.task == "custom":
-        from .tasks.custom import prepare_custom
+        from evar.tasks.custom import prepare_custom
 
         if not args.csv or not args.name:
             raise EvarError("prepare custom needs --csv FILE and --name NAME")
         task = prepare_custom(args.csv, args.root, args.name, args.unit_sec, args.on_error)
     elif args.task == "sed":
-        from .tasks.sed import prepare_sed
+        from evar.tasks.sed import prepare_sed
 
         if not args.csv or not args.name:
             raise EvarError("prepare sed needs --csv FILE and --name NAME")
         task = prepare_sed(args.csv, args.root, args.name, args.unit_sec, args.on_error)
     elif args.task == "hear":
-        from .tasks.hear import prepare_hear
+        from evar.tasks.hear import prepare_hear
 
         task = prepare_hear(args.root, name=args.name, unit_sec=args.unit_sec, on_error=args.on_error)
     else:
-        from .tasks import prepare_task
+        from evar.tasks import prepare_task
 
         task = prepare_task(args.task, args.root, args.on_error)
     print(f"prepared {task.name}: {len(task)} files, {len(task.classes)} classes, unit {task.spec.unit_sec:g} s, "
@@ -365,7 +365,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 @command("download")
 def cmd_download(args: argparse.Namespace) -> None:
-    from .download import describe_downloads, download_task
+    from evar.tasks.download import describe_downloads, download_task
 
     if args.list:
         print(describe_downloads())
@@ -376,9 +376,24 @@ def cmd_download(args: argparse.Namespace) -> None:
     print(f"downloaded {args.task}; next: evar prepare {args.task} --root {root}")
 
 
+def _model(args: argparse.Namespace):
+    from evar.options import ModelChoice
+
+    layers = _layers(args.layers)
+    return ModelChoice(args.model, args.weights, tuple(layers) if layers and layers != ["all"] else (),
+                       args.model_options or {})
+
+
+def _run(args: argparse.Namespace, progress: bool = True):
+    from evar.options import RunOptions
+
+    return RunOptions(args.device, getattr(args, "batch_size", None), args.num_workers,
+                      getattr(args, "on_error", "fail"), progress, getattr(args, "dtype", "float32"))
+
+
 @command("embed")
 def cmd_embed(args: argparse.Namespace) -> None:
-    from .api import embed, embed_files_to
+    from evar.api import embed, embed_files_to
 
     if bool(args.task) == bool(args.files):
         raise EvarError("give either --task TASK or audio files")
@@ -386,72 +401,53 @@ def cmd_embed(args: argparse.Namespace) -> None:
         if not args.out:
             raise EvarError("--out PATH.npy is required when embedding files")
         files = [f for pattern in args.files for f in (sorted(glob.glob(pattern)) or [pattern])]  # order kept
-        emb, listing = embed_files_to(args.out, args.model, files, weights=args.weights, layers=_layers(args.layers),
-                                      device=args.device, batch_size=args.batch_size, num_workers=args.num_workers,
-                                      on_error=args.on_error, unit_sec=args.unit_sec, options=args.model_options,
-                                      stats=args.stats)
+        emb, listing = embed_files_to(args.out, _model(args), files, _run(args), args.unit_sec, args.stats)
         print(f"wrote {args.out}: {emb.shape[0]} x {emb.shape[1]} (files in {listing})")
         return
-    emb = embed(args.model, task=args.task, weights=args.weights, layers=_layers(args.layers), device=args.device,
-                batch_size=args.batch_size, num_workers=args.num_workers, on_error=args.on_error,
-                options=args.model_options, shard=args.shard, dtype=args.dtype)
+    emb = embed(_model(args), task=args.task, run=_run(args), shard=args.shard)
     if emb is not None:  # None: a shard whose siblings are still running (embed_task said how many chunks are left)
         print(f"embeddings of {args.task}: {emb.shape[0]} x {emb.shape[1]} (cached)")
 
 
 @command("probe")
 def cmd_probe(args: argparse.Namespace) -> None:
-    from .api import probe
+    from evar.api import probe, probe_layers, probe_settings
 
-    seeds = args.seeds
-    from .tasks.sed import is_event_task
-
-    if is_event_task(args.task):
-        from .sed import probe_sed
-
-        if args.layers == "all":
-            raise EvarError("--layers all is not available for event (SED) tasks; give the layers to fuse")
-        result = probe_sed(args.task, args.model, weights=args.weights, layers=_layers(args.layers), seeds=seeds,
-                           device=args.device, batch_size=args.batch_size or 16, on_error=args.on_error, loss=args.loss,
-                           lr=args.lr, max_epochs=args.max_epochs, patience=args.patience, afl_gamma=args.afl_gamma,
-                           afl_zeta=args.afl_zeta, options=args.model_options)
-        last = result.settings["sed"][-1]
-        print(f"{result.model} on {result.task}: {result.metric} {100 * result.mean:.2f} ± {100 * result.std:.2f}; "
-              f"segment 1 s F1 {100 * last['segment_1s']['f_measure']:.2f}, ER {last['segment_1s']['error_rate']:.3f}"
-              f" ({last['round']}, seed {last['seed']})")
-        return
+    settings = probe_settings(args.task, lr=args.lr, max_epochs=args.max_epochs, patience=args.patience,
+                              seeds=args.seeds, mode=args.linear_mode, loss=args.loss, afl_gamma=args.afl_gamma,
+                              afl_zeta=args.afl_zeta)
     if args.layers == "all":
-        from .api import probe_layers
-
-        for result in probe_layers(args.task, args.model, weights=args.weights, seeds=seeds, device=args.device,
-                                   batch_size=args.batch_size, num_workers=args.num_workers, on_error=args.on_error,
-                                   lr=args.lr, max_epochs=args.max_epochs, patience=args.patience,
-                                   options=args.model_options):
-            print(f"{result.model} ({result.settings['layer_name']}) on {result.task}: {result.metric} "
+        for result in probe_layers(args.task, _model(args), settings, _run(args)):
+            print(f"{result.label} ({result.settings['layer_name']}) on {result.task}: {result.metric} "
                   f"{100 * result.mean:.2f} ± {100 * result.std:.2f}")
         return
-    result = probe(args.task, args.model, weights=args.weights, layers=_layers(args.layers), seeds=seeds,
-                   device=args.device, batch_size=args.batch_size, num_workers=args.num_workers,
-                   on_error=args.on_error, lr=args.lr, max_epochs=args.max_epochs, patience=args.patience,
-                   options=args.model_options, dtype=args.dtype, mode=args.linear_mode)
+    result = probe(args.task, _model(args), settings, _run(args))
+    if result.protocol == "sed":
+        last = result.settings["sed"][-1]
+        print(f"{result.summary()}; segment 1 s F1 {100 * last['segment_1s']['f_measure']:.2f}, "
+              f"ER {last['segment_1s']['error_rate']:.3f} ({last['round']}, seed {last['seed']})")
+        return
     per_round = ", ".join(f"{name} {100 * sum(s) / len(s):.2f}" for name, s in zip(result.rounds, result.scores))
-    print(f"{result.model} on {result.task}: {result.metric} {100 * result.mean:.2f} ± {100 * result.std:.2f} ({per_round})")
+    print(f"{result.summary()} ({per_round})")
 
 
 @command("finetune")
 def cmd_finetune(args: argparse.Namespace) -> None:
-    from .finetune import finetune_from_args
+    from evar.api import finetune
+    from evar.options import ModelChoice
+    from evar.protocols.finetune import FineTuneSettings
 
-    result = finetune_from_args(args)
-    per_round = ", ".join(f"{name} {100 * score:.2f}" for name, score in zip(result.rounds, result.scores))
+    overrides = {f: getattr(args, f) for f in FineTuneSettings.__dataclass_fields__ if getattr(args, f, None) is not None}
+    result = finetune(args.task, ModelChoice(args.model, args.weights), overrides, _run(args), resume=args.resume)
+    per_round = ", ".join(f"{name} {100 * s[0]:.2f}" for name, s in zip(result.rounds, result.scores))
     print(f"{result.model} fine-tuned on {result.task}: {result.metric} {100 * result.mean:.2f} "
-          f"± {100 * result.std:.2f} ({per_round}); run folder {result.run_dir}")
+          f"± {100 * result.std:.2f} ({per_round}); run folder {result.settings['run_dir']}")
 
 
 @command("leaderboard")
 def cmd_leaderboard(args: argparse.Namespace) -> None:
-    from .leaderboard import leaderboard_text, parse_names
-    from .tasks.base import atomic_write_text
+    from evar.results.leaderboard import leaderboard_text, parse_names
+    from evar.tasks.base import atomic_write_text
 
     text = leaderboard_text(fmt=args.format, protocol=args.protocol, tasks=parse_names(args.tasks),
                             models=parse_names(args.models), groups=args.groups,
@@ -466,8 +462,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> None:
 
 @command("plot")
 def cmd_plot(args: argparse.Namespace) -> None:
-    from .leaderboard import parse_names
-    from . import plots
+    from evar.results.leaderboard import parse_names
+    from evar.results import plots
 
     if args.kind == "layers":
         path = plots.plot_layers(args.model, args.task, protocol=args.protocol, out=args.out)
@@ -484,7 +480,7 @@ def cmd_plot(args: argparse.Namespace) -> None:
 
 @command("pretrain")
 def cmd_pretrain(args: argparse.Namespace) -> None:
-    from .pretrain import pretrain_cola
+    from evar.encoders.cola_pretrain import pretrain_cola
 
     result = pretrain_cola(args.audio_dir, args.out, backbone=args.backbone, epochs=args.epochs,
                            batch_size=args.batch_size, steps_per_epoch=args.steps_per_epoch, lr=args.lr,
@@ -496,7 +492,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
 @command("hear")
 def cmd_hear(args: argparse.Namespace) -> int:
-    from .hear import validate_module
+    from evar.hear.validator import validate_module
 
     report = validate_module(args.module, args.model_file, args.device, args.model_options,
                              extra_checks=not args.hear_only)
@@ -506,7 +502,7 @@ def cmd_hear(args: argparse.Namespace) -> int:
 
 @command("demo")
 def cmd_demo(args: argparse.Namespace) -> None:
-    from .demo import run_demo
+    from evar.synth.demo import run_demo
 
     run_demo(Path(args.dir), args.byola_weights)
 
@@ -520,17 +516,16 @@ def _per_model(text: str | None) -> dict[str, str]:
 
 @command("sweep")
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import LocalBackend, RayBackend, RunOptions, make_grid, parse_models, run_sweep
+    from evar.sweep.jobs import LocalBackend, RayBackend, make_grid, parse_models, run_sweep
 
     seeds = args.seed_list or list(range(42, 42 + args.seeds))
-    settings = {"lr": args.lr, "max_epochs": args.max_epochs, "patience": args.patience,
-                "mode": args.linear_mode} if args.protocol == "linear" else {}
+    given = {"lr": args.lr, "max_epochs": args.max_epochs, "patience": args.patience, "mode": args.linear_mode}
+    settings = {k: v for k, v in given.items() if v is not None} if args.protocol == "linear" else {}
     jobs = make_grid(parse_models(args.models), [t.strip() for t in args.tasks.split(",") if t.strip()], seeds,
                      args.protocol, weights=_per_model(args.weights), options=args.model_options, **settings)
     backend = (RayBackend(args.address, args.num_cpus, args.num_gpus, args.max_retries) if args.backend == "ray"
                else LocalBackend())
-    report = run_sweep(jobs, backend, RunOptions(args.device, args.batch_size, args.num_workers, args.on_error,
-                                                 progress=True, dtype=args.dtype))
+    report = run_sweep(jobs, backend, _run(args))
     print(report.summary())
     for job_id, reason in report.failed.items():
         print(f"  failed {job_id}: {reason}")
@@ -540,7 +535,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 @command("status")
 def cmd_status(args: argparse.Namespace) -> None:
-    from .sweep import status_text
+    from evar.sweep.jobs import status_text
 
     print(status_text(args.sweep, args.format, all_jobs=args.all), end="")
 
@@ -585,7 +580,7 @@ _INTERRUPTED = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .log import install_cli_handler
+    from evar.log import install_cli_handler
 
     parser = build_parser()
     try:
@@ -595,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
     install_cli_handler(args.verbose - args.quiet)
     if args.version:
-        from . import __version__
+        from evar import __version__
 
         print(f"evar {__version__}")
         return 0

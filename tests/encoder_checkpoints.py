@@ -19,7 +19,7 @@ import torch
 from fixture_support import FIXTURES, fixture_module, save_like_2019
 
 SEED = 0
-#: extra create_encoder kwargs that name a file -> the evar.weights key whose cache entry the CLI reads instead
+#: extra create_encoder kwargs that name a file -> the evar.encoders.weights key whose cache entry the CLI reads instead
 CACHED_KWARGS = {"pca_weights": "vggish_pca"}
 
 
@@ -64,7 +64,7 @@ def _cnn14(variant: str) -> Callable[[Path], tuple[Path, dict]]:
 def _cola(backbone: str, d: int) -> Callable[[Path], tuple[Path, dict]]:
     def write(folder: Path) -> tuple[Path, dict]:
         from evar.encoders.cola import ColaModel
-        from evar.pretrain import save_encoder_weights
+        from evar.encoders.cola_pretrain import save_encoder_weights
 
         torch.manual_seed(SEED)
         path = folder / f"cola_{backbone}.safetensors"  # what `evar pretrain cola` writes

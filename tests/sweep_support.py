@@ -6,8 +6,8 @@ from pathlib import Path
 
 import evar
 from encoder_checkpoints import write_checkpoint
-from evar.sweep import Job, make_grid
-from evar.synth import make_esc50_tree
+from evar.sweep.jobs import Job, make_grid
+from evar.synth.trees import make_esc50_tree
 from tasks.layouts import make_spcv2_tree
 
 COMPARED_COLUMNS = ["protocol", "model", "layers", "task", "metric", "score", "std", "n_folds", "fold_scores",

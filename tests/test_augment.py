@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from evar.augment import (
+from evar.protocols.augment import (
     FeatureAugment, mask_axis, mix_training, mixup, random_resize_crop, sample_mix_training, sample_mixup,
 )
 

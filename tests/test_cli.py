@@ -12,8 +12,8 @@ import pytest
 import evar
 from evar.cli import main
 from evar.encoders.byola import BYOLAEncoder
-from evar.plots import layer_scores
-from evar.synth import make_esc50_tree
+from evar.results.plots import layer_scores
+from evar.synth.trees import make_esc50_tree
 
 
 @pytest.fixture
@@ -133,9 +133,9 @@ def test_embed_files_with_fixed_statistics(esc50_root: Path, tmp_path: Path, byo
 
 def test_embed_in_shards_from_the_command_line(esc50_root: Path, evar_dirs: Path, monkeypatch: pytest.MonkeyPatch,
                                                capsys: pytest.CaptureFixture) -> None:
-    import evar.extract
+    import evar.embeddings.cache
 
-    monkeypatch.setattr(evar.extract, "CHUNK_ROWS", 8)  # 30 clips: 4 chunks
+    monkeypatch.setattr(evar.embeddings.cache, "CHUNK_ROWS", 8)  # 30 clips: 4 chunks
     assert main(["prepare", "esc50", "--root", str(esc50_root)]) == 0
     assert main(["embed", "--model", "melspec", "--task", "esc50", "--shard", "1/2"]) == 0
     assert "2 of 4 chunks still to compute" in capsys.readouterr().err

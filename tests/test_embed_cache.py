@@ -10,11 +10,11 @@ import pytest
 import torch
 
 import evar
-import evar.extract as embed_module
-from evar.extract import cache_folder, embed_task
+import evar.embeddings.cache as embed_module
+from evar.embeddings.cache import cache_folder, embed_task
 from evar.encoders.melspec import MelSpecEncoder
 from evar.errors import AudioError
-from evar.synth import make_esc50_tree
+from evar.synth.trees import make_esc50_tree
 
 
 class CountingMelSpec(MelSpecEncoder):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evar.linear import LinearProbe, ProbeStream
+from evar.protocols.linear import LinearProbe, ProbeStream
 from fixture_support import FIXTURES
 
 SEEDS = (42, 43)

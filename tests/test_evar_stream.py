@@ -1,4 +1,4 @@
-"""evar.evar_stream replays the draws EVAR's code makes from the global generators: each primitive is checked
+"""evar.protocols.evar_stream replays the draws EVAR's code makes from the global generators: each primitive is checked
 against the real thing (DataLoader, nn.Linear, default-initialised layers, scikit-learn's split) under the same seed."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from evar.encoders.base import default_init_words
 from evar.encoders.byola import AudioNTT2020
-from evar.evar_stream import holdout, init_linear, loader_iteration, pass1_orders, skip_words, stats_batches
+from evar.protocols.evar_stream import holdout, init_linear, loader_iteration, pass1_orders, skip_words, stats_batches
 
 
 def _same_state(generator: torch.Generator) -> None:

@@ -20,8 +20,8 @@ import evar
 import evar.encoders
 from encoder_checkpoints import CACHED_KWARGS, write_checkpoint
 from evar.cli import main
-from evar.synth import make_esc50_tree
-from evar.weights import OFFICIAL_WEIGHTS, file_sha256, weights_cache_dir
+from evar.synth.trees import make_esc50_tree
+from evar.encoders.weights import OFFICIAL_WEIGHTS, file_sha256, weights_cache_dir
 
 NAMES = [spec.name for spec in evar.list_encoders()]
 
@@ -65,7 +65,7 @@ def test_probe_every_encoder(name: str, esc50_root: Path, evar_dirs: Path) -> No
 def test_probe_hear_module(esc50_root: Path, evar_dirs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """evar's own HEAR module (melspec inside) loaded back through the hear: adapter."""
     monkeypatch.setenv("EVAR_HEAR_MODEL", "melspec")
-    _probe("hear:evar.hear_api", None, esc50_root, evar_dirs)
+    _probe("hear:evar.hear.module", None, esc50_root, evar_dirs)
 
 
 def test_list_models_names_every_encoder_and_its_weights(capsys: pytest.CaptureFixture) -> None:

@@ -18,15 +18,15 @@ from evar.api import probe
 from evar.audio import write_audio
 from evar.encoders.base import Encoder
 from evar.errors import EvarError
-from evar.features import LogMelSpectrogram
-from evar.finetune import (
+from evar.frontends.logmel import LogMelSpectrogram
+from evar.protocols.finetune import (
     FT_DEFAULTS, FineTuneModel, FineTuneSettings, TaskHead, WarmupCosine, finetune, finetune_from_args,
     holdout_rows, resolve_settings, supports_feature_augment, warmup_cosine_lr,
 )
-from evar.results import read_results
-from evar.synth import make_esc50_tree
+from evar.results.store import read_results
+from evar.synth.trees import make_esc50_tree
 from evar.tasks import TaskSpec, prepare_task, save_prepared
-from evar.weights import load_state_dict
+from evar.encoders.weights import load_state_dict
 
 SR = 16000
 UNIT_SEC = 0.4
@@ -261,7 +261,7 @@ def test_mix_training_losses_early_stop_and_cli_adapter(tmp_path, capsys, monkey
     tagged = finetune("small_ml", "tiny", encoder=TinyEncoder(), epochs=2, batch_size=4, progress=False, record=False)
     assert tagged.metric == "mAP" and 0 < tagged.mean <= 1
     # the command line adapter (the lead's `evar finetune` calls it); unset options keep the defaults
-    monkeypatch.setattr("evar.finetune.create_encoder", lambda *a, **k: TinyEncoder())
+    monkeypatch.setattr("evar.protocols.finetune.create_encoder", lambda *a, **k: TinyEncoder())
     args = argparse.Namespace(task="small", model="tiny", weights=None, device="cpu", num_workers=0, resume=False,
                               epochs=1, batch_size=4, lr=None, rrc=None, amp=True, loss=None)
     result = finetune_from_args(args)
@@ -281,7 +281,7 @@ def test_feature_hook_detection_and_augmented_forward():
             return wav[:, :8].reshape(len(wav), 2, 4), self.frame_timestamps(2)
 
     assert not supports_feature_augment(WaveOnly())
-    from evar.augment import FeatureAugment
+    from evar.protocols.augment import FeatureAugment
 
     model = FineTuneModel(tiny, 2, FeatureAugment(freq_mask=8, time_mask=20, rrc=True), fill=0.0).eval()
     wav = torch.randn(3, int(SR * UNIT_SEC))

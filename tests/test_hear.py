@@ -1,4 +1,4 @@
-"""HEAR API: the validator (hear-validator's checks + evar's), the ``hear:<module>`` adapter, ``evar.hear_api``."""
+"""HEAR API: the validator (hear-validator's checks + evar's), the ``hear:<module>`` adapter, ``evar.hear.module``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from evar import EvarError, create_encoder
-from evar.hear import ACCEPTABLE_SAMPLE_RATES, validate_module
+from evar.hear.validator import ACCEPTABLE_SAMPLE_RATES, validate_module
 
 #: A small HEAR module: 25 ms frames through a fixed random projection. ``BROKEN`` switches on one defect.
 TINY_MODULE = '''
@@ -175,7 +175,7 @@ def test_adapter_errors(tiny_module, tmp_path: Path):
 
 
 def test_evar_encoders_as_a_hear_module(monkeypatch: pytest.MonkeyPatch):
-    import evar.hear_api as hear
+    import evar.hear.module as hear
 
     monkeypatch.setenv("EVAR_HEAR_MODEL", "melspec")
     model = hear.load_model()
@@ -188,25 +188,25 @@ def test_evar_encoders_as_a_hear_module(monkeypatch: pytest.MonkeyPatch):
     ref_frames, seconds = reference.embed_frames(audio)
     assert torch.equal(frames, ref_frames) and ms.shape == frames.shape[:2]
     assert torch.allclose(ms, 1000 * seconds.expand(2, -1))
-    # and back through the adapter: hear:evar.hear_api is melspec again
-    wrapped = create_encoder("hear:evar.hear_api", model_name="melspec")
+    # and back through the adapter: hear:evar.hear.module is melspec again
+    wrapped = create_encoder("hear:evar.hear.module", model_name="melspec")
     assert torch.equal(wrapped.embed(audio), reference.embed(audio))
     with pytest.raises(EvarError, match="no normalisation statistics"):
         hear.load_model(model_name="melspec", norm_stats=[0.0, 1.0])
 
 
 def test_melspec_passes_the_validator():
-    report = validate_module("evar.hear_api", model_options={"model_name": "melspec"})
+    report = validate_module("evar.hear.module", model_options={"model_name": "melspec"})
     assert report.ok, report.format()
 
 
 def test_byola_passes_the_validator(byola512_weights: Path):
-    report = validate_module("evar.hear_api", model_file=str(byola512_weights), model_options={"model_name": "byola"})
+    report = validate_module("evar.hear.module", model_file=str(byola512_weights), model_options={"model_name": "byola"})
     assert report.ok, report.format()
 
 
 def test_byola_statistics_in_the_hear_module(byola512_weights: Path):
-    import evar.hear_api as hear
+    import evar.hear.module as hear
 
     audio = torch.rand(2, 16000, generator=torch.Generator().manual_seed(0)) * 0.2 - 0.1
     reference = create_encoder("byola", weights=str(byola512_weights))
@@ -230,7 +230,7 @@ def test_deterministic_checkpoints_pass_the_validator(model_name: str, tmp_path:
     from encoder_checkpoints import write_checkpoint
 
     weights, kwargs = write_checkpoint(model_name, tmp_path)
-    report = validate_module("evar.hear_api", model_file=str(weights), model_options={"model_name": model_name, **kwargs})
+    report = validate_module("evar.hear.module", model_file=str(weights), model_options={"model_name": model_name, **kwargs})
     assert report.ok, report.format()
     assert {"timestamps.unit", "timestamp_embeddings.batch_independent", "scene_embeddings.size"} <= {
         c.name for c in report.checks if c.status == "pass"}

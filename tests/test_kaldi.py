@@ -1,4 +1,4 @@
-"""evar.kaldi against torchaudio's compliance.kaldi.fbank (reference outputs in tests/fixtures/ast_reference.npz).
+"""evar.frontends.kaldi against torchaudio's compliance.kaldi.fbank (reference outputs in tests/fixtures/ast_reference.npz).
 
 The reference came from torchaudio 2.11.0's pure-python ``compliance/kaldi.py`` (loaded from the
 unpacked wheel, see tests/fixtures/ast_README.md), float32, on the fixture's generated 1 s clip.
@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from evar.errors import EvarError
-from evar.kaldi import KaldiFbank, kaldi_mel_banks, kaldi_mel_scale
+from evar.frontends.kaldi import KaldiFbank, kaldi_mel_banks, kaldi_mel_scale
 from fixture_support import load_reference
 
 
-# the same settings as KALDI_CASES in tests/fixtures/ast_make_reference.py, in evar.kaldi's terms
+# the same settings as KALDI_CASES in tests/fixtures/ast_make_reference.py, in evar.frontends.kaldi's terms
 CASES = {
     "ast": dict(num_mel_bins=128, window="hanning"),
     "povey80": dict(num_mel_bins=80, window="povey"),

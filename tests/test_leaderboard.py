@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from evar.errors import EvarError
-from evar.leaderboard import (build_leaderboard, task_groups, leaderboard_text, load_published, parse_names,
+from evar.results.leaderboard import (build_leaderboard, task_groups, leaderboard_text, load_published, parse_names,
                               published_path, run_list)
-from evar.results import append_result, read_results
+from evar.results.store import append_result, read_results
 
 
 def add(date: str, model: str, task: str, score: float, std: float | str, layers: str = "", lr: float = 3e-4,
@@ -201,7 +201,7 @@ def test_load_published_errors(tmp_path) -> None:
 
 def test_finetune_outcomes_are_not_settings(tmp_path) -> None:
     """Two fine-tuning runs with the same settings are one variant even though their best epochs differ."""
-    from evar.leaderboard import settings_hash
+    from evar.results.leaderboard import settings_hash
 
     base = {"lr": 0.001, "epochs": 200, "device": "cuda"}
     first = {**base, "best_epochs": [3, 4], "run_dir": "results/finetune/esc50/byola-a"}

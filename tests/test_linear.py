@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evar.linear import LinearProbe, mean_average_precision
+from evar.metrics.classification import mean_average_precision
+from evar.protocols.linear import LinearProbe
 
 
 def _blobs(n: int, d: int, classes: int, seed: int, spread: float = 1.0) -> tuple[np.ndarray, np.ndarray]:

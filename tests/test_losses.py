@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from evar.errors import EvarError
-from evar.losses import (
+from evar.protocols.losses import (
     asymmetric_focal_loss, binary_cross_entropy, evar_cross_entropy, inverse_frequency_weights, make_loss,
     soft_f1_loss,
 )

@@ -16,9 +16,9 @@ from matplotlib.image import imread  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402  (a scikit-learn dependency)
 
 from evar.errors import EvarError  # noqa: E402
-from evar.plots import layer_scores, plot_bars, plot_layers, plot_tsne  # noqa: E402
-from evar.results import append_result, read_results  # noqa: E402
-from evar.synth import make_esc50_tree  # noqa: E402
+from evar.results.plots import layer_scores, plot_bars, plot_layers, plot_tsne  # noqa: E402
+from evar.results.store import append_result, read_results  # noqa: E402
+from evar.synth.trees import make_esc50_tree  # noqa: E402
 from evar.tasks import prepare_task  # noqa: E402
 
 TAB10 = [np.round(np.array(colormaps["tab10"](i)[:3]) * 255).astype(int) for i in range(10)]

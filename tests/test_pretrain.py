@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import evar
-from evar import pretrain
+from evar.encoders import cola_pretrain as pretrain
 from evar.audio import write_audio
 from evar.errors import EvarError
-from evar.pretrain import SegmentPairs, checkpoint_path, find_audio, pretrain_cola
-from evar.synth import synth_clip
+from evar.encoders.cola_pretrain import SegmentPairs, checkpoint_path, find_audio, pretrain_cola
+from evar.synth.trees import synth_clip
 
 FAST = {"backbone": "byola", "d": 64, "batch_size": 3, "steps_per_epoch": 2, "seed": 7, "progress": False}
 

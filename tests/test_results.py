@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from evar.results import COLUMNS, append_result
+from evar.results.store import COLUMNS, append_result
 
 
 def _append_many(directory: str, worker: int) -> None:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from evar.sed_metrics import Event, event_based_scores, segment_based_scores
+from evar.metrics.sed import Event, event_based_scores, segment_based_scores
 from fixture_support import FIXTURES
 
 E = Event

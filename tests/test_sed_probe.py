@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 
 from evar.cli import main
-from evar.results import read_results
-from evar.sed import (
+from evar.results.store import read_results
+from evar.protocols.sed import (
     ClipFrames, PostProcessing, decode_class, frame_targets, median_filter, probe_sed, tune_postprocessing,
 )
-from evar.sed_metrics import Event
-from evar.sed_synth import make_hear_event_task, make_sed_csv_tree
+from evar.metrics.sed import Event
+from evar.synth.sed import make_hear_event_task, make_sed_csv_tree
 from evar.tasks.hear import prepare_hear
 
 

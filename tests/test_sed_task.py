@@ -11,8 +11,8 @@ import pytest
 
 from evar import EvarError, load_task
 from evar.audio import write_audio
-from evar.sed_metrics import Event
-from evar.sed_synth import make_hear_event_task
+from evar.metrics.sed import Event
+from evar.synth.sed import make_hear_event_task
 from evar.tasks.custom import prepare_custom
 from evar.tasks.hear import prepare_hear
 from evar.tasks.sed import is_event_task, load_events, prepare_sed, primary_metric

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import evar
-from evar.synth import make_esc50_tree
+from evar.synth.trees import make_esc50_tree
 
 BEFORE_SPEED_WORK = [0.650, 0.655, 0.725, 0.625, 0.745]
 

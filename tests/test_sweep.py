@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 import evar
-import evar.sweep as sweep
+import evar.sweep.jobs as sweep
 from evar.cli import main
 from evar.errors import EvarError
-from evar.results import read_results
-from evar.sweep import JobStore, effective_state, make_grid, parse_models, run_sweep, status_text
+from evar.results.store import read_results
+from evar.sweep.jobs import JobStore, effective_state, make_grid, parse_models, run_sweep, status_text
 from sweep_support import comparable, grid, prepare_esc50, prepare_spcv2
 
 
@@ -143,7 +143,7 @@ def test_heartbeat_and_a_row_written_before_a_crash(tmp_path: Path, monkeypatch:
     # the process died after appending the row and before marking the job done: the rerun finds the row
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    evar.results.append_result({"run_id": "abc123", "model": "melspec", "task": "esc50"})
+    evar.results.store.append_result({"run_id": "abc123", "model": "melspec", "task": "esc50"})
     store.update(job, pid=gone.pid, run_id="abc123")
     monkeypatch.setattr(sweep, "embed_step", _no_work)
     report = run_sweep([job])

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-import evar.sweep as sweep
+import evar.sweep.jobs as sweep
 from evar.cli import main
-from evar.results import read_results
-from evar.sweep import JobStore, RayBackend, make_grid, run_sweep
+from evar.results.store import read_results
+from evar.sweep.jobs import JobStore, RayBackend, make_grid, run_sweep
 from sweep_support import comparable, grid, prepare_esc50, prepare_spcv2
 
 ray = pytest.importorskip("ray")

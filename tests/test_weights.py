@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from evar.errors import EvarError
-from evar.weights import OFFICIAL_WEIGHTS, WeightFile, download, load_state_dict, register_weights, resolve_weights
+from evar.encoders.weights import OFFICIAL_WEIGHTS, WeightFile, download, load_state_dict, register_weights, resolve_weights
 from http_server import serve
 
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Callable, Sequence
 
-from ..errors import EvarError, unknown_name
-from .base import Encoder, LayerFusion, mean_max_pool
+from evar.errors import EvarError, unknown_name
+from evar.encoders.base import Encoder, LayerFusion, mean_max_pool
 
 ENTRY_POINT_GROUP = "evar.encoders"
 
@@ -30,11 +30,13 @@ class EncoderSpec:
     factory: Callable[..., Encoder]
     sample_rate: int | None = None
     embed_dim: int | None = None
-    weights: str | None = None  # key into evar.weights.OFFICIAL_WEIGHTS
+    weights: str | None = None  # key into evar.encoders.weights.OFFICIAL_WEIGHTS
     description: str = ""
     source: str = "evar"
     defaults: dict = field(default_factory=dict)
     weights_note: str = ""  # how to get weights when there is no official file (e.g. "evar pretrain cola")
+    #: EVAR's fine-tuning settings of this encoder (config/<model>.yaml) that differ from FineTuneSettings' defaults
+    finetune: dict = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, EncoderSpec] = {}
@@ -50,17 +52,19 @@ def register_encoder(
     weights: str | None = None,
     description: str = "",
     weights_note: str = "",
+    finetune: dict | None = None,
     **defaults,
 ) -> Callable[[Callable[..., Encoder]], Callable[..., Encoder]]:
     """Decorator registering ``factory(weights=None, **kwargs) -> Encoder`` under ``name``.
 
-    ``defaults`` are keyword arguments passed to the factory (one factory can serve several names).
+    ``defaults`` are keyword arguments passed to the factory (one factory can serve several names);
+    ``finetune`` the encoder's own fine-tuning settings (:class:`evar.protocols.finetune.FineTuneSettings` fields).
     """
 
     def decorator(factory: Callable[..., Encoder]) -> Callable[..., Encoder]:
         _REGISTRY[name] = EncoderSpec(
             name, factory, sample_rate, embed_dim, weights, description,
-            source=factory.__module__, defaults=defaults, weights_note=weights_note,
+            source=factory.__module__, defaults=defaults, weights_note=weights_note, finetune=dict(finetune or {}),
         )
         return factory
 

@@ -38,12 +38,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import EvarError
-from ..kaldi import KaldiFbank
-from ..vit import Block, PatchEmbed, block_geometry
-from ..weights import WeightFile, file_sha256, load_state_dict, register_weights, resolve_weights
-from . import register_encoder
-from .base import Encoder, mean_max_pool
+from evar.errors import EvarError
+from evar.frontends.kaldi import KaldiFbank
+from evar.encoders.vit import Block, PatchEmbed, block_geometry
+from evar.encoders.weights import WeightFile, file_sha256, load_state_dict, register_weights, resolve_weights
+from evar.encoders import register_encoder
+from evar.encoders.base import Encoder, mean_max_pool
 
 AST_SOURCE = (
     "https://github.com/YuanGongND/ast#pretrained-models "
@@ -330,6 +330,7 @@ class ASTEncoder(Encoder):
 
 @register_encoder(
     "ast", sample_rate=16000, embed_dim=768, weights="ast",
+    finetune=dict(lr=2.0, batch_size=64, warmup_epochs=4, freq_mask=24, time_mask=96, rrc=True),  # config/ast.yaml
     description="AST (Interspeech 2021), AudioSet 0.4593 checkpoint; mean of class+distillation tokens",
 )
 def build_ast(

@@ -35,7 +35,7 @@ class Encoder(nn.Module):
     #: axes of frequency and time in the output of ``features`` (fine-tuning masks and crops them)
     feature_axes: tuple[int, int] = (-2, -1)
     #: 32-bit words EVAR's construction of this model draws from torch's generator (its layers' default
-    #: initialisation), when known: evar then replays EVAR's random stream exactly (:mod:`evar.evar_stream`)
+    #: initialisation), when known: evar then replays EVAR's random stream exactly (:mod:`evar.protocols.evar_stream`)
     evar_init_words: int | None = None
 
     def forward_frames(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

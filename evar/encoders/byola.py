@@ -14,13 +14,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import EvarError
-from ..features import LogMelSpectrogram
-from ..weights import (
+from evar.errors import EvarError
+from evar.frontends.logmel import LogMelSpectrogram
+from evar.encoders.weights import (
     WeightFile, check_state_dict, file_sha256, load_state_dict, register_weights, resolve_weights,
 )
-from . import register_encoder
-from .base import Encoder, default_init_words
+from evar.encoders import register_encoder
+from evar.encoders.base import Encoder, default_init_words
 
 BYOLA_SOURCE = "https://github.com/nttcslab/byol-a/tree/master/pretrained_weights"
 BYOLA_URL = "https://github.com/nttcslab/byol-a/raw/master/pretrained_weights/{}"
@@ -32,6 +32,10 @@ BYOLA_SHA256 = {
 for _dim, _sha in BYOLA_SHA256.items():
     _name = f"AudioNTT2020-BYOLA-64x96d{_dim}.pth"
     register_weights(f"byola{_dim}", WeightFile(_name, BYOLA_URL.format(_name), _sha, BYOLA_SOURCE))
+
+#: EVAR's config/byola.yaml fine-tuning settings beyond the defaults (lr 0.001, batch 256, 200 epochs, 5 warm-up,
+#: mixup 0.5, masks 30/100): random resize crop on
+BYOLA_FINETUNE = {"rrc": True}
 
 #: Mel conventions: EVAR computes BYOL-A's log-mel with nnAudio (Slaney scale and area normalisation);
 #: the nttcslab/byol-a repository uses torchaudio's defaults (HTK scale, no normalisation).
@@ -144,5 +148,5 @@ def _builder(d: int):
 
 
 for _dim, _name in ((512, "byola"), (1024, "byola1024"), (2048, "byola2048")):
-    register_encoder(_name, sample_rate=16000, embed_dim=_dim, weights=f"byola{_dim}",
+    register_encoder(_name, sample_rate=16000, embed_dim=_dim, weights=f"byola{_dim}", finetune=BYOLA_FINETUNE,
                      description=f"BYOL-A v1 (IJCNN 2021) {_dim}-d")(_builder(_dim))

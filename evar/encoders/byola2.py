@@ -17,14 +17,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import EvarError
-from ..features import LogMelSpectrogram
-from ..weights import (
+from evar.errors import EvarError
+from evar.frontends.logmel import LogMelSpectrogram
+from evar.encoders.weights import (
     WeightFile, check_state_dict, file_sha256, load_state_dict, register_weights, resolve_weights,
 )
-from . import register_encoder
-from .base import Encoder
-from .byola import MEL_CONVENTIONS, _conv_block
+from evar.encoders import register_encoder
+from evar.encoders.base import Encoder
+from evar.encoders.byola import BYOLA_FINETUNE, MEL_CONVENTIONS, _conv_block
 
 # The publisher gives no checksum. The file's git blob SHA-1 in nttcslab/byol-a (v2/, commit 3e65c92)
 # is 7e081bb05e8e1e620a13fa21f36a9fa4a973b1c3; its sha256 could not be computed here (file not fetched).
@@ -120,7 +120,7 @@ class BYOLA2Encoder(Encoder):
         return {**super().config(), "mel": self.mel, "weights_sha256": self.weights_sha256}
 
 
-@register_encoder("byola2", sample_rate=16000, embed_dim=3072, weights="byola2",
+@register_encoder("byola2", sample_rate=16000, embed_dim=3072, weights="byola2", finetune=BYOLA_FINETUNE,
                   description="BYOL-A v2 (TASLP 2023) 3072-d")
 def byola2(weights: str | None = None, mel: str = "evar", allow_download: bool = True) -> BYOLA2Encoder:
     """BYOL-A v2, official ``AudioNTT2022-BYOLA-64x96d2048.pth`` (3072-d output)."""

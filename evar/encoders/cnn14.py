@@ -33,11 +33,11 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.audio_utils import mel_filter_bank
 
-from ..errors import EvarError
-from ..numpy_checkpoint import load_state_dict_with_numpy
-from ..weights import WeightFile, check_state_dict, file_sha256, register_weights, resolve_weights
-from . import register_encoder
-from .base import Encoder
+from evar.errors import EvarError
+from evar.encoders.numpy_checkpoint import load_state_dict_with_numpy
+from evar.encoders.weights import WeightFile, check_state_dict, file_sha256, register_weights, resolve_weights
+from evar.encoders import register_encoder
+from evar.encoders.base import Encoder
 
 PANNS_SOURCE = "https://zenodo.org/record/3987831"
 # zenodo publishes md5 checksums only; no sha256 is known for these files.

@@ -1,7 +1,7 @@
 """COLA (Saeed, Grangier and Zeghidour, ICASSP 2021), with weights from evar's own pre-training.
 
 The authors released TensorFlow code (google-research/google-research ``cola/``) but no weights, so ``cola`` and
-``cola_byola`` need ``--weights`` from ``evar pretrain cola`` (:func:`evar.pretrain.pretrain_cola`).
+``cola_byola`` need ``--weights`` from ``evar pretrain cola`` (:func:`evar.encoders.cola_pretrain.pretrain_cola`).
 
 Front end, as ``cola/data.py``: 25 ms periodic-Hann frames every 10 ms without padding, 1024-point FFT magnitude,
 64 HTK mel bands 60-7800 Hz with TensorFlow's triangles (built in mel space), clipped to [1e-5, 1e8], natural log.
@@ -17,7 +17,7 @@ Backbones:
 * ``byola``: the AudioNTT2020 network of BYOL-A (``evar.encoders.byola``) that the BYOL-A paper used for its COLA
   re-implementation, on the same log-mel as a frequency x time image; its frames are pooled with mean+max -> d.
 
-Weights: evar's safetensors file (keys ``backbone.*``), or the training checkpoint of :mod:`evar.pretrain`
+Weights: evar's safetensors file (keys ``backbone.*``), or the training checkpoint of :mod:`evar.encoders.cola_pretrain`
 (its projection head and bilinear matrix are ignored).
 """
 
@@ -31,11 +31,11 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.audio_utils import mel_filter_bank
 
-from ..errors import EvarError
-from ..weights import file_sha256, load_state_dict
-from . import register_encoder
-from .base import Encoder, mean_max_pool
-from .byola import AudioNTT2020
+from evar.errors import EvarError
+from evar.encoders.weights import file_sha256, load_state_dict
+from evar.encoders import register_encoder
+from evar.encoders.base import Encoder, mean_max_pool
+from evar.encoders.byola import AudioNTT2020
 
 SAMPLE_RATE = 16000
 FRAME, STEP, N_FFT, N_MELS = 400, 160, 1024, 64

@@ -4,7 +4,7 @@
 ``load_model(weights)`` (``load_model()`` without weights, as HEAR tools do) and wraps the model:
 ``embed`` is the module's ``get_scene_embeddings``, ``embed_frames`` its ``get_timestamp_embeddings``
 with timestamps converted from milliseconds to seconds. Check a module first with
-``evar.hear.validate_module``.
+``evar.hear.validator.validate_module``.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import EvarError
-from ..weights import file_sha256
-from . import register_prefix
-from .base import Encoder
+from evar.errors import EvarError
+from evar.encoders.weights import file_sha256
+from evar.encoders import register_prefix
+from evar.encoders.base import Encoder
 
 HEAR_FUNCTIONS = ("load_model", "get_scene_embeddings", "get_timestamp_embeddings")
 

@@ -6,10 +6,10 @@ from typing import Any
 
 import torch
 
-from ..errors import EvarError
-from ..features import LogMelSpectrogram
-from . import register_encoder
-from .base import Encoder
+from evar.errors import EvarError
+from evar.frontends.logmel import LogMelSpectrogram
+from evar.encoders import register_encoder
+from evar.encoders.base import Encoder
 
 
 class MelSpecEncoder(Encoder):

@@ -30,12 +30,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import EvarError
-from ..features import LogMelSpectrogram
-from ..vit import Block, PatchEmbed, block_geometry
-from ..weights import WeightFile, file_sha256, load_state_dict, register_weights, resolve_weights
-from . import register_encoder
-from .base import Encoder, mean_max_pool
+from evar.errors import EvarError
+from evar.frontends.logmel import LogMelSpectrogram
+from evar.encoders.vit import Block, PatchEmbed, block_geometry
+from evar.encoders.weights import WeightFile, file_sha256, load_state_dict, register_weights, resolve_weights
+from evar.encoders import register_encoder
+from evar.encoders.base import Encoder, mean_max_pool
 
 MSM_MAE_SOURCE = "https://github.com/nttcslab/msm-mae/releases (weights of README section 5)"
 N_MELS, HOP, SAMPLE_RATE = 80, 160, 16000

@@ -32,11 +32,11 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.audio_utils import mel_filter_bank
 
-from ..errors import EvarError
-from ..numpy_checkpoint import load_state_dict_with_numpy
-from ..weights import WeightFile, check_state_dict, file_sha256, register_weights, resolve_weights
-from . import register_encoder
-from .base import Encoder
+from evar.errors import EvarError
+from evar.encoders.numpy_checkpoint import load_state_dict_with_numpy
+from evar.encoders.weights import WeightFile, check_state_dict, file_sha256, register_weights, resolve_weights
+from evar.encoders import register_encoder
+from evar.encoders.base import Encoder
 
 TORCHVGGISH_SOURCE = "https://github.com/harritaylor/torchvggish/releases/tag/v0.1"
 TORCHVGGISH_URL = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/{}"

@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import EvarError
-from ..weights import WeightFile, file_sha256, load_state_dict, register_weights, resolve_weights
-from . import register_encoder
-from .base import Encoder
+from evar.errors import EvarError
+from evar.encoders.weights import WeightFile, file_sha256, load_state_dict, register_weights, resolve_weights
+from evar.encoders import register_encoder
+from evar.encoders.base import Encoder
 
 WAV2CLIP_SOURCE = "https://github.com/descriptinc/lyrebird-wav2clip/releases/tag/v0.1.0-alpha"
 WAV2CLIP_URL = "https://github.com/descriptinc/lyrebird-wav2clip/releases/download/v0.1.0-alpha/Wav2CLIP.pt"

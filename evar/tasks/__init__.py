@@ -11,13 +11,13 @@ from typing import Callable
 
 import pandas as pd
 
-from ..errors import EvarError, unknown_name
-from ..paths import prepared_tasks_dir
-from .base import (
+from evar.errors import EvarError, unknown_name
+from evar.paths import prepared_tasks_dir
+from evar.tasks.base import (
     LABEL_SEPARATOR, ON_ERROR_CHOICES, Split, Task, TaskSpec, atomic_write_text, check_audio_files, check_metadata,
     describe_findings, require_files, split_labels, summarise,
 )
-from ..log import log
+from evar.log import log
 
 _REGISTRY: dict[str, TaskSpec] = {}
 _loaded = False
@@ -45,7 +45,7 @@ def _load_builtins() -> None:
     if not _loaded:
         _loaded = True
         for module in pkgutil.iter_modules(__path__):  # every module of evar.tasks registers itself
-            if module.name != "base":
+            if module.name not in ("base", "download"):
                 importlib.import_module(f"{__name__}.{module.name}")
 
 

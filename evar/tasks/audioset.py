@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import EvarError
-from . import LABEL_SEPARATOR, register_task, require_files
-from ..log import log
+from evar.errors import EvarError
+from evar.tasks import LABEL_SEPARATOR, register_task, require_files
+from evar.log import log
 
 SEGMENT_LISTS_URL = "http://storage.googleapis.com/us_audioset/youtube_corpus/v1/csv/"
 YTID_LENGTH = 11

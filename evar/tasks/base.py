@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from ..audio import read_error_reason, truncation_reason
-from ..errors import EvarError
+from evar.audio import read_error_reason, truncation_reason
+from evar.errors import EvarError
 
 ON_ERROR_CHOICES = ("fail", "skip")
 #: Separator between labels of one clip in multi-label tasks (prepared metadata and custom CSVs)
@@ -41,6 +41,9 @@ class TaskSpec:
     #: the name in tables (``ESC-50``) and the group of EVAR's papers (SER, NOSS, Music) it averages into
     title: str = ""
     group: str = ""
+    #: ``scene``: one label set per clip (linear probe); ``event``: timed events (the SED probe, event metrics)
+    kind: str = "scene"
+    event_metric: str = ""  # an event task's primary metric (HEAR's ``evaluation[0]``)
 
     @property
     def display_title(self) -> str:
@@ -48,7 +51,7 @@ class TaskSpec:
 
     @property
     def metric(self) -> str:
-        return "mAP" if self.multilabel else "accuracy"
+        return self.event_metric or ("mAP" if self.multilabel else "accuracy")
 
     def to_json(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "prepare"}
@@ -201,7 +204,7 @@ def describe_findings(name: str, findings: dict) -> list[str]:
 
 def shipped_split_table(task: str, filename: str, key: str) -> dict[str, str]:
     """A ``<key>,split`` table shipped with evar under ``tasks/<task>/`` (see its SOURCE.md)."""
-    from ..paths import task_data_dir
+    from evar.paths import task_data_dir
 
     path = task_data_dir() / task / filename
     if not path.is_file():

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import EvarError
-from .base import shipped_split_table
-from . import register_task
-from ..log import log
+from evar.errors import EvarError
+from evar.tasks.base import shipped_split_table
+from evar.tasks import register_task
+from evar.log import log
 
 N_CLIPS = 7438  # clips in EVAR's task: 7,442 in CREMA-D less EXCLUDED
 EMOTIONS = ["ANG", "DIS", "FEA", "HAP", "NEU", "SAD"]

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from ..errors import EvarError
-from ..log import log
-from . import (
+from evar.errors import EvarError
+from evar.log import log
+from evar.tasks import (
     LABEL_SEPARATOR, Task, TaskSpec, _REGISTRY, _load_builtins, check_audio_files, save_prepared, split_labels,
 )
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import EvarError
-from . import register_task, require_files
+from evar.errors import EvarError
+from evar.tasks import register_task, require_files
 
 ESC50_COLUMNS = ["filename", "fold", "target", "category", "esc10", "src_file", "take"]
 

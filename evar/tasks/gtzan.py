@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import EvarError
-from ..paths import task_data_dir
-from . import register_task
+from evar.errors import EvarError
+from evar.paths import task_data_dir
+from evar.tasks import register_task
 
 GENRES = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"]
 SPLIT_LISTS = {"train": "train_filtered.txt", "valid": "valid_filtered.txt", "test": "test_filtered.txt"}

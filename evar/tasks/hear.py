@@ -26,12 +26,12 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from ..errors import EvarError
-from . import (
+from evar.errors import EvarError
+from evar.tasks import (
     LABEL_SEPARATOR, Task, TaskSpec, _REGISTRY, _load_builtins, check_audio_files, require_files, save_prepared,
 )
-from .sed import DEFAULT_METRIC, EVENT_METRICS, save_event_task
-from ..log import log
+from evar.tasks.sed import DEFAULT_METRIC, EVENT_METRICS, save_event_task
+from evar.log import log
 
 HINT = "point --root at one HEAR task folder (the one holding task_metadata.json)"
 KFOLD_MODES = ("presplit_kfold", "new_split_kfold")

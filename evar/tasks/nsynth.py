@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import EvarError
-from . import register_task, require_files
+from evar.errors import EvarError
+from evar.tasks import register_task, require_files
 
 SPLITS = ("train", "valid", "test")
 LABEL_KEY = "instrument_family_str"

@@ -27,14 +27,15 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from ..errors import EvarError
-from ..sed_metrics import Event
-from . import (
-    LABEL_SEPARATOR, Task, TaskSpec, _REGISTRY, _load_builtins, check_audio_files, metadata_paths, save_prepared,
+from evar.errors import EvarError
+from evar.metrics.sed import Event
+from evar.tasks import (
+    LABEL_SEPARATOR, Task, TaskSpec, _REGISTRY, _load_builtins, check_audio_files, get_task_spec, metadata_paths,
+    save_prepared,
 )
-from .base import atomic_write_text
-from .custom import read_csv_table
-from ..log import log
+from evar.tasks.base import atomic_write_text
+from evar.tasks.custom import read_csv_table
+from evar.log import log
 
 EVENT_COLUMNS = ["file", "onset", "offset", "label"]
 #: HEAR 2021 event metrics: (t_collar s, evaluate_offset, percentage_of_length), heareval/score.py
@@ -74,19 +75,21 @@ def _header(name: str) -> dict | None:
 
 
 def is_event_task(name: str) -> bool:
-    """Whether prepared task ``name`` is an event (SED) task whose events belong to its current metadata."""
-    return _header(name) is not None
+    """Whether task ``name`` is an event (SED) task (its spec's ``kind``)."""
+    try:
+        return get_task_spec(name).kind == "event"
+    except EvarError:
+        return False
 
 
 def primary_metric(name: str) -> str:
     """The event task's primary metric (HEAR's ``evaluation[0]``; default ``event_onset_200ms_fms``)."""
-    header = _header(name) or {}
-    return str(header.get("primary", DEFAULT_METRIC))
+    return get_task_spec(name).event_metric or DEFAULT_METRIC
 
 
 def load_events(task: Task) -> dict[str, list[Event]]:
     """Events of prepared event task ``task``, per metadata ``file`` (every file present, maybe empty)."""
-    if not is_event_task(task.name):
+    if not is_event_task(task.name) or _header(task.name) is None:
         raise EvarError(f"task {task.name!r} is not a prepared event (SED) task; prepare it with "
                         "`evar prepare sed --csv ...` or `evar prepare hear --root EVENT_TASK`")
     table = pd.read_csv(events_path(task.name), skiprows=1, dtype={"file": str, "label": str}, keep_default_na=False)
@@ -114,6 +117,7 @@ def save_event_task(spec: TaskSpec, root: Path, clips: pd.DataFrame, events: pd.
     """
     if metric not in EVENT_METRICS:
         raise EvarError(f"{spec.name}: unknown event metric {metric!r}; known: {', '.join(EVENT_METRICS)}")
+    spec.kind, spec.event_metric = "event", metric
     group = "fold" if spec.folds else "split"
     clips = clips.assign(label=_clip_labels(clips["file"], events))[["file", "label", group]]
     clips, problems = check_audio_files(root, clips, on_error)

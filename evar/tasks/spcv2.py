@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import EvarError
-from . import register_task, require_files
+from evar.errors import EvarError
+from evar.tasks import register_task, require_files
 
 SPLIT_LISTS = {"valid": "validation_list.txt", "test": "testing_list.txt"}
 

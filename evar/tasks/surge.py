@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import EvarError
-from .base import shipped_split_table
-from . import register_task
-from ..log import log
+from evar.errors import EvarError
+from evar.tasks.base import shipped_split_table
+from evar.tasks import register_task
+from evar.log import log
 
 
 def tone_splits() -> dict[str, str]:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import EvarError
-from . import register_task, require_files
+from evar.errors import EvarError
+from evar.tasks import register_task, require_files
 
 US8K_COLUMNS = ["slice_file_name", "fsID", "start", "end", "salience", "fold", "classID", "class"]
 US8K_CSV = "metadata/UrbanSound8K.csv"

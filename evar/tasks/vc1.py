@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import EvarError
-from . import register_task, require_files
+from evar.errors import EvarError
+from evar.tasks import register_task, require_files
 
 IDEN_SPLIT_URL = "https://www.robots.ox.ac.uk/~vgg/data/voxceleb/meta/iden_split.txt"
 SPLIT_CODES = {"1": "train", "2": "valid", "3": "test"}

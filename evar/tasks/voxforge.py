@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import EvarError
-from ..paths import task_data_dir
-from . import register_task
+from evar.errors import EvarError
+from evar.paths import task_data_dir
+from evar.tasks import register_task
 
 EVAR_METADATA = "https://github.com/nttcslab/eval-audio-repr/blob/main/evar/metadata/voxforge.csv"
 #: git blob id of EVAR's voxforge.csv (unchanged since its first commit 0a546e6, 2022-03-15)

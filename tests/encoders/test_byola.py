@@ -12,7 +12,7 @@ import evar
 from evar.encoders.base import LayerFusion
 from evar.encoders.byola import AudioNTT2020, BYOLAEncoder
 from evar.errors import EvarError
-from evar.stats import EvarRunningStats
+from evar.embeddings.stats import EvarRunningStats
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "byola512_reference.npz"
 # Produced by tests/fixtures/make_byola_reference.py: nttcslab/eval-audio-repr 88ba772 (nnAudio 0.3.4 log-mel)

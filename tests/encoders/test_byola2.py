@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from evar import EvarError, create_encoder
-from evar.weights import OFFICIAL_WEIGHTS
+from evar.encoders.weights import OFFICIAL_WEIGHTS
 from evar.encoders.base import mean_max_pool
 from fixture_support import FIXTURES, fixture_module
 

@@ -14,7 +14,7 @@ from evar.encoders import get_encoder_spec
 from evar.encoders.cola import (ColaEncoder, ColaLogMel, ColaModel, bilinear_similarity, contrastive_loss,
                                 l2_normalise)
 from evar.errors import EvarError
-from evar.pretrain import random_segment, save_encoder_weights
+from evar.encoders.cola_pretrain import random_segment, save_encoder_weights
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "cola_frontend_reference.npz"
 # Produced by tests/fixtures/cola_make_frontend_reference.py: google-research/google-research cola/data.py (0c1bbe5)

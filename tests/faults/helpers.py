@@ -20,8 +20,8 @@ import pandas as pd
 
 from evar.audio import write_audio
 from evar.cli import main
-from evar.results import COLUMNS
-from evar.synth import synth_clip
+from evar.results.store import COLUMNS
+from evar.synth.trees import synth_clip
 
 RATE = 16000
 SECONDS = 0.25

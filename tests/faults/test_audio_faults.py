@@ -13,7 +13,7 @@ import soundfile as sf
 
 import evar
 from evar.audio import load_audio, write_audio
-from evar.synth import synth_clip
+from evar.synth.trees import synth_clip
 
 from .helpers import FAST_PROBE, RATE, SECONDS, add_rows, cli, results_rows
 

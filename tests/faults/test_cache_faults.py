@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import evar
-import evar.extract
+import evar.embeddings.cache
 from evar.encoders.byola import AudioNTT2020
 from evar.encoders.melspec import MelSpecEncoder
 
@@ -29,10 +29,10 @@ EMBED = ["embed", "--task", "c", "--model", "melspec", "--batch-size", str(CHUNK
 #: Runs in the process that gets killed: small chunks, and each batch slowed so the kill lands mid-run
 SLOW_SMALL_CHUNKS = f"""
 import time
-import evar.extract
+import evar.embeddings.cache
 from evar.encoders.byola import AudioNTT2020
 from evar.encoders.melspec import MelSpecEncoder
-evar.extract.CHUNK_ROWS = {CHUNK}
+evar.embeddings.cache.CHUNK_ROWS = {CHUNK}
 _forward = MelSpecEncoder.forward
 def _slow(self, wav):
     time.sleep(0.3)
@@ -59,7 +59,7 @@ def prepared(tree, evar_dirs: Path, monkeypatch) -> dict:
     """Task ``c`` prepared, small chunks, a counter of clips the encoder embeds, the reference embeddings."""
     root, csv = tree
     assert cli("prepare", "custom", "--csv", csv, "--root", root, "--name", "c", "--unit-sec", SECONDS).rc == 0
-    monkeypatch.setattr(evar.extract, "CHUNK_ROWS", CHUNK)
+    monkeypatch.setattr(evar.embeddings.cache, "CHUNK_ROWS", CHUNK)
     counter = count_clips(monkeypatch, MelSpecEncoder)
     monkeypatch.setenv("EVAR_EMBEDDINGS_DIR", str(evar_dirs / "reference"))
     counter["reference"] = np.array(evar.embed("melspec", task="c", batch_size=CHUNK, progress=False))
@@ -81,7 +81,7 @@ def _bits(x: np.ndarray) -> bytes:
 def test_11_sigkill_mid_embed_resumes_bit_identical(tree, evar_dirs: Path, monkeypatch, model: str) -> None:
     root, csv = tree
     assert cli("prepare", "custom", "--csv", csv, "--root", root, "--name", "c", "--unit-sec", SECONDS).rc == 0
-    monkeypatch.setattr(evar.extract, "CHUNK_ROWS", CHUNK)
+    monkeypatch.setattr(evar.embeddings.cache, "CHUNK_ROWS", CHUNK)
     args = [*EMBED[:4], model, *EMBED[5:]]
     net, weights = (MelSpecEncoder, None) if model == "melspec" else (AudioNTT2020, evar_dirs / "byola.pth")
     if weights is not None:

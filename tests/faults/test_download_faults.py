@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evar.download import extract_archive
+from evar.tasks.download import extract_archive
 from evar.errors import EvarError
-from evar.weights import download
+from evar.encoders.weights import download
 from http_server import serve
 
 SIZE, DROP = 3_000_000, 1_500_000

@@ -10,7 +10,7 @@ import pandas as pd
 
 import evar
 from evar.audio import write_audio
-from evar.synth import make_esc50_tree, synth_clip
+from evar.synth.trees import make_esc50_tree, synth_clip
 
 from .helpers import FAST_PROBE, SECONDS, add_rows, cli, results_rows
 

@@ -9,18 +9,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from evar.results import append_result, read_results
+from evar.results.store import append_result, read_results
 
 from .helpers import FAST_PROBE, SECONDS, cli, cli_subprocess, python_subprocess, results_rows
 
 #: Runs in the killed probe's process: training signals that it started, then waits to be killed
 HANG_IN_FIT = """
 import os, time
-import evar.linear
+import evar.protocols.linear
 def _fit(self, *args, **kwargs):
     open(os.environ["EVAR_FAULT_FLAG"], "w").close()
     time.sleep(60)
-evar.linear.LinearProbe.fit = _fit
+evar.protocols.linear.LinearProbe.fit = _fit
 """
 #: Runs in the killed probe's process: the row's bytes are half written, then the process is killed
 DIE_IN_WRITE = """

@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 
 import evar
-import evar.extract
-import evar.leaderboard
+import evar.embeddings.cache
+import evar.results.leaderboard
 from evar.audio import load_audio, write_audio
 from evar.encoders.melspec import MelSpecEncoder
-from evar.results import append_result, read_results
-from evar.synth import synth_clip
+from evar.results.store import append_result, read_results
+from evar.synth.trees import synth_clip
 
 from .helpers import FAST_PROBE, RATE, SECONDS, add_rows, cli, cli_subprocess, results_rows
 
@@ -60,7 +60,7 @@ def test_21_same_size_content_change_is_embedded_again(task) -> None:
     assert _prepare(root, csv).rc == 0
     after = np.array(evar.embed("melspec", task="c", progress=False))
     assert not np.allclose(before, after)
-    fresh = evar.extract.embed_files(MelSpecEncoder(), [root / f for f in pd.read_csv(csv)["file"]], SECONDS,
+    fresh = evar.embeddings.cache.embed_files(MelSpecEncoder(), [root / f for f in pd.read_csv(csv)["file"]], SECONDS,
                                      progress=False)[0]
     np.testing.assert_allclose(after, fresh, rtol=1e-5, atol=1e-5)  # the true embeddings of the new audio
 
@@ -89,7 +89,7 @@ def test_23_changed_file_without_prepare_is_noticed(task, evar_dirs: Path) -> No
 
 # 24: two uncached runs of the same (model, task) at once: both finish, the second reuses the first's work
 def test_24_two_concurrent_probes_of_one_cache(task, evar_dirs: Path) -> None:
-    prelude = ("import evar.extract, evar.encoders.melspec as m, time\nevar.extract.CHUNK_ROWS = 4\n"
+    prelude = ("import evar.embeddings.cache, evar.encoders.melspec as m, time\nevar.embeddings.cache.CHUNK_ROWS = 4\n"
                "f = m.MelSpecEncoder.forward_frames\n"
                "def slow(self, wav):\n    time.sleep(0.2)\n    return f(self, wav)\n"
                "m.MelSpecEncoder.forward_frames = slow\n")
@@ -118,7 +118,7 @@ def test_26_unwritable_at_the_end_keeps_the_score(task, monkeypatch) -> None:
     def refuse(path, data):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr("evar.results._append_bytes", refuse)
+    monkeypatch.setattr("evar.results.store._append_bytes", refuse)
     run = cli("probe", "--task", "c", *FAST_PROBE)
     line = run.error_line()
     assert run.rc == 2 and "the score of this run: melspec on c: accuracy" in line
@@ -276,17 +276,17 @@ def test_50_more_seeds_win_over_a_later_run(evar_dirs: Path) -> None:
             "n_folds": 5, "weights": "", "weights_sha256": "", "settings": {"lr": 0.0003}}
     append_result({**base, "score": 0.765, "seeds": [42, 43, 44], "date": "2026-01-01T00:00:00+00:00"})
     append_result({**base, "score": 0.735, "seeds": [1], "date": "2026-01-02T00:00:00+00:00"})
-    board = evar.leaderboard.build_leaderboard(read_results())
+    board = evar.results.leaderboard.build_leaderboard(read_results())
     assert round(float(board.mean.iloc[0, 0]), 1) == 76.5
     assert any("3 seed(s)" in note for note in board.notes)
-    from evar.plots import _final_score
+    from evar.results.plots import _final_score
 
     assert _final_score(read_results(), "linear", "m", "esc50") == (pytest.approx(76.5), 3)
 
 
 # 51: a failed dataset download advises the dataset's own remedy and keeps no empty .part
 def test_51_failed_download_message_and_no_empty_part(tmp_path: Path) -> None:
-    from evar.download import RemoteFile, fetch_file
+    from evar.tasks.download import RemoteFile, fetch_file
 
     dest = tmp_path / "x.zip"
     with pytest.raises(evar.errors.EvarError) as caught:
@@ -326,7 +326,7 @@ def test_54_results_default_to_the_cache(monkeypatch, tmp_path: Path) -> None:
 
 # 55: a clip far longer than the window is embedded in windows: bounded input, the same embedding
 def test_55_long_clip_is_embedded_in_windows(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(evar.extract, "WINDOW_SEC", 2.0)
+    monkeypatch.setattr(evar.embeddings.cache, "WINDOW_SEC", 2.0)
     path = tmp_path / "long.wav"
     write_audio(path, synth_clip(1, np.random.default_rng(0), RATE, 9.0), RATE)
     longest = []
@@ -346,7 +346,7 @@ def test_55_long_clip_is_embedded_in_windows(tmp_path: Path, monkeypatch) -> Non
 # 56: the layers plot's last point and its dashed final-embedding line are one number for one seed: the
 # layer-wise probe of BYOL-A's last layer uses the same statistics, row order and stream as the plain probe
 def test_56_last_layer_equals_the_final_embedding(tmp_path: Path, byola512_weights: Path) -> None:
-    from evar.synth import make_esc50_tree
+    from evar.synth.trees import make_esc50_tree
 
     root = make_esc50_tree(tmp_path / "esc", n_classes=3, clips_per_class_per_fold=2, sample_rate=16000,
                            seconds=1.0, seed=2, noise=0.5)

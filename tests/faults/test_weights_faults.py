@@ -13,7 +13,7 @@ import torch
 from evar.encoders import create_encoder
 from evar.encoders.byola import BYOLA_SHA256, AudioNTT2020
 from evar.errors import EvarError
-from evar.weights import download, load_state_dict
+from evar.encoders.weights import download, load_state_dict
 from http_server import serve
 
 from .helpers import FAST_PROBE, SECONDS, cli, results_rows

@@ -30,8 +30,8 @@ def _clean(value, root: str):
 def run_golden_commands(work: Path, weights: Path) -> list[dict]:
     """Run the commands under ``work`` (its own EVAR_* folders) and return the rows they wrote."""
     from evar.cli import main
-    from evar.sed_synth import make_sed_csv_tree
-    from evar.synth import make_esc50_tree
+    from evar.synth.sed import make_sed_csv_tree
+    from evar.synth.trees import make_esc50_tree
 
     for var, sub in (("EVAR_CACHE_DIR", "cache"), ("EVAR_TASKS_DIR", "tasks"), ("EVAR_EMBEDDINGS_DIR", "emb"),
                      ("EVAR_RESULTS_DIR", "results")):

@@ -1,6 +1,6 @@
 """Small trees in the official layouts of UrbanSound8K, Speech Commands V2 and NSynth, plus custom-task CSVs.
 
-File names, CSV/JSON/TXT formats are the real ones; each clip is ``evar.synth.synth_clip`` of its class
+File names, CSV/JSON/TXT formats are the real ones; each clip is ``evar.synth.trees.synth_clip`` of its class
 index, so a linear probe can learn the classes. Short clips at 16 kHz keep the tests fast.
 """
 
@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from evar.audio import write_audio
-from evar.synth import synth_clip
+from evar.synth.trees import synth_clip
 from evar.tasks.us8k import US8K_COLUMNS
 
 SR = 16000

@@ -1,6 +1,6 @@
 """Small trees in the official layouts of VoxCeleb1, VoxForge, CREMA-D, GTZAN and Surge (generated audio).
 
-File names and list formats are the real ones; each clip is ``evar.synth.synth_clip`` of its class index, so
+File names and list formats are the real ones; each clip is ``evar.synth.trees.synth_clip`` of its class index, so
 a linear probe can learn the classes. Short clips at 16 kHz keep the tests fast.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from evar.audio import write_audio
-from evar.synth import synth_clip
+from evar.synth.trees import synth_clip
 from evar.tasks.cremad import EMOTIONS, speaker_splits
 from evar.tasks.gtzan import GENRES, read_split_lists
 from evar.tasks.surge import tone_splits

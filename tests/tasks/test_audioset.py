@@ -11,7 +11,7 @@ import evar
 from evar.api import probe
 from evar.audio import write_audio
 from evar.errors import EvarError
-from evar.synth import synth_clip
+from evar.synth.trees import synth_clip
 
 SR = 16000
 #: two AudioSet classes (MIDs of class_labels_indices.csv: Speech, Music)

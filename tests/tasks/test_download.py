@@ -14,13 +14,13 @@ import pytest
 from http_server import serve
 
 import evar
-from evar.download import (
+from evar.tasks.download import (
     ARCHIVE_DIR, DOWNLOADS, DownloadSpec, RemoteFile, describe_downloads, download_task, extract_archive,
 )
 from evar.errors import EvarError
-from evar.synth import make_esc50_tree
+from evar.synth.trees import make_esc50_tree
 
-from evar.synth import make_nsynth_tree
+from evar.synth.trees import make_nsynth_tree
 
 
 def sha256(data: bytes) -> str:

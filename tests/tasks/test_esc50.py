@@ -9,7 +9,7 @@ import pytest
 
 import evar
 from evar.errors import EvarError
-from evar.synth import make_esc50_tree
+from evar.synth.trees import make_esc50_tree
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 
 from evar import EvarError, list_tasks, load_task
 from evar.audio import write_audio
-from evar.synth import synth_clip
+from evar.synth.trees import synth_clip
 from evar.tasks.hear import prepare_hear
 
 CLASSES = ["cat", "dog", "hen"]

@@ -11,7 +11,7 @@ import evar
 from evar.api import probe
 from evar.errors import EvarError
 
-from evar.synth import make_nsynth_tree
+from evar.synth.trees import make_nsynth_tree
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .weights import load_state_dict
+from evar.encoders.weights import load_state_dict
 
 _DTYPE_CODES = "?bBhHiIlLqQefdgFDG"
 
@@ -39,7 +39,7 @@ def numpy_safe_globals() -> Iterator[None]:
 
 
 def load_state_dict_with_numpy(path: str | Path) -> dict[str, torch.Tensor]:
-    """:func:`evar.weights.load_state_dict` that also reads numpy arrays (returned as tensors)."""
+    """:func:`evar.encoders.weights.load_state_dict` that also reads numpy arrays (returned as tensors)."""
     with numpy_safe_globals():
         state = load_state_dict(path)
     return {k: torch.from_numpy(np.asarray(v)) if isinstance(v, (np.ndarray, np.generic)) else v

@@ -15,9 +15,9 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import EvarError
-from .paths import results_dir
-from .log import log
+from evar.errors import EvarError
+from evar.paths import results_dir
+from evar.log import log
 
 #: Columns of ``results/scores.csv``; ``settings`` holds every protocol setting as JSON.
 COLUMNS = [
@@ -86,7 +86,7 @@ def append_result(row: dict[str, Any], directory: str | Path | None = None) -> d
     Fills ``run_id``, ``date`` and ``evar_version``; lists and dicts are stored as JSON. The row is
     written with a single append, so a killed process leaves no partial row.
     """
-    from . import __version__
+    from evar import __version__
 
     unknown = set(row) - set(COLUMNS)
     if unknown:

@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from .errors import EvarError
+from evar.errors import EvarError
 
 WINDOWS = ("hanning", "hamming", "povey", "rectangular", "blackman")
 FLOAT32_EPS = float(torch.finfo(torch.float32).eps)

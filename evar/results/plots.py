@@ -14,10 +14,10 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .errors import EvarError
-from .leaderboard import RUN_ONLY_SETTINGS, TASK_SETTINGS, best_founded, build_leaderboard, prepare_runs, task_title
-from .paths import results_dir
-from .results import read_results
+from evar.errors import EvarError
+from evar.results.leaderboard import RUN_ONLY_SETTINGS, TASK_SETTINGS, best_founded, build_leaderboard, prepare_runs, task_title
+from evar.paths import results_dir
+from evar.results.store import read_results
 
 #: Settings that differ between the runs of one layer-wise probe only because the layer differs
 LAYER_SETTINGS = frozenset({"encoder.fusion_layers", "encoder.embed_dim", "layer", "layer_name", "layer_wise"})
@@ -190,8 +190,8 @@ def plot_tsne(model: str, task: str, fold: int | None = None, split: str | None 
     class. ``fold`` keeps that fold's clips (the test rows of cross-validation round k), ``split``
     one split (train/valid/test) of a fixed-split task; neither keeps every clip. At most
     ``max_points`` clips, drawn at random with ``seed``. Returns the PNG path."""
-    from .api import embed
-    from .tasks import load_task
+    from evar.api import embed
+    from evar.tasks import load_task
 
     prepared = load_task(task)
     rows = _subset_rows(prepared, fold, split)

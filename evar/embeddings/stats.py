@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Iterable
+
 import numpy as np
 import torch
 
@@ -39,3 +41,26 @@ class EvarRunningStats:
     def result(self) -> tuple[float, float]:
         """(mean, std) as float32 values."""
         return float(np.float32(self.mean)), float(np.float32(np.sqrt(self.sq)))
+
+
+def front_end_stats(encoder, batches: Iterable[Iterable[torch.Tensor]], max_clips: int | None = None
+                    ) -> tuple[float, float]:
+    """The statistics pass every protocol uses: EVAR's running statistics of ``encoder.features`` over ``batches``.
+
+    Each item of ``batches`` is one EVAR batch, given as pieces (waveform tensors ``(clips, samples)``) so that a
+    batch of many long clips is never in memory at once; its moments are accumulated in float64 over the pieces.
+    The pass stops after the batch in which ``max_clips`` clips have been seen.
+    """
+    stats, seen = EvarRunningStats(), 0
+    with torch.inference_mode():
+        for pieces in batches:
+            count, total, total_sq = 0, 0.0, 0.0
+            for wav in pieces:
+                x = encoder.features(wav.to(encoder.device)).double()
+                count, total, total_sq = count + x.numel(), total + float(x.sum()), total_sq + float((x * x).sum())
+                seen += len(wav)
+            if count:
+                stats.put_moments(count, total, total_sq)
+            if max_clips is not None and seen >= max_clips:
+                break
+    return stats.result()

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .audio import write_audio
+from evar.audio import write_audio
 
 #: The first ESC-50 categories with their official target numbers (meta/esc50.csv).
 ESC50_CATEGORIES = ["dog", "rooster", "pig", "cow", "frog", "cat", "hen", "insects", "sheep", "crow"]

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import EvarError
+from evar.errors import EvarError
 
 LOSSES = ("ce", "wce", "bce", "afl", "soft_f1")
 

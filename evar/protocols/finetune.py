@@ -28,7 +28,7 @@ import math
 import os
 import random
 import uuid
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -39,43 +39,39 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .audio import crop_offset, crop_or_pad, load_audio
-from .augment import FeatureAugment, mix_training, mixup, sample_mix_training, sample_mixup
-from .extract import STATS_MAX_CLIPS
-from .encoders import create_encoder, get_encoder_spec
-from .encoders.base import Encoder
-from .errors import EvarError
-from .losses import LOSSES, binary_cross_entropy, inverse_frequency_weights, make_loss
-from .paths import results_dir
-from .linear import mean_average_precision, seed_everything
-from .results import append_result, check_writable
-from .stats import EvarRunningStats
-from .tasks import Split, Task, load_task
-from .tasks.base import atomic_write_text
-from .weights import load_state_dict
-from .log import log
+from evar.audio import crop_offset, crop_or_pad, load_audio
+from evar.protocols.augment import FeatureAugment, mix_training, mixup, sample_mix_training, sample_mixup
+from evar.embeddings.cache import STATS_MAX_CLIPS
+from evar.encoders import get_encoder_spec
+from evar.encoders.base import Encoder
+from evar.errors import EvarError
+from evar.io import safe_name
+from evar.options import ModelChoice, RunOptions
+from evar.protocols.base import Result, Rounds, score_rounds, weights_field
+from evar.protocols.splits import HoldoutRule, holdout_rows
+from evar.protocols.losses import LOSSES, binary_cross_entropy, inverse_frequency_weights, make_loss
+from evar.paths import results_dir
+from evar.metrics.classification import mean_average_precision
+from evar.protocols.linear import seed_everything
+from evar.results.store import append_result, check_writable
+from evar.embeddings.stats import front_end_stats
+from evar.tasks import Split, Task, load_task
+from evar.tasks.base import atomic_write_text
+from evar.encoders.weights import load_state_dict
+from evar.log import log
 
-#: EVAR's per-encoder fine-tuning settings (config/<model>.yaml: ft_lr, ft_bs, ft_epochs, warmup_epochs,
-#: mixup, ft_freq_mask, ft_time_mask, ft_rrc). Looked up by exact name, then by name prefix.
-FT_DEFAULTS: dict[str, dict[str, Any]] = {
-    "byola": dict(lr=1e-3, batch_size=256, epochs=200, warmup_epochs=5, mixup=0.5, freq_mask=30, time_mask=100, rrc=True),
-    "cnn14": dict(lr=1e-3, batch_size=256, epochs=200, warmup_epochs=5, mixup=0.5, freq_mask=30, time_mask=100, rrc=False),
-    "ast": dict(lr=2.0, batch_size=64, epochs=200, warmup_epochs=4, mixup=0.5, freq_mask=24, time_mask=96, rrc=True),
-}
-#: Settings for encoders without an entry (CNN14's).
-GENERIC_DEFAULTS = FT_DEFAULTS["cnn14"]
 OPTIMIZERS = ("sgd", "adamw")
 CV_PROTOCOLS = ("holdout", "evar")
 
 
 def finetune_defaults(model: str) -> dict[str, Any]:
-    """EVAR's settings for ``model``: its own entry, its family's (``byola1024`` → ``byola``), or generic."""
-    if model in FT_DEFAULTS:
-        return dict(FT_DEFAULTS[model])
-    for family in sorted(FT_DEFAULTS, key=len, reverse=True):
-        if model.startswith(family):
-            return dict(FT_DEFAULTS[family])
-    return dict(GENERIC_DEFAULTS)
+    """EVAR's settings for ``model``: :class:`FineTuneSettings`' defaults (EVAR's CNN14 settings, used for
+    encoders without their own) updated with the encoder spec's ``finetune`` entry (EVAR's config/<model>.yaml)."""
+    try:
+        own = get_encoder_spec(model).finetune
+    except EvarError:  # a prefixed or unregistered model
+        own = {}
+    return {**{f.name: f.default for f in fields(FineTuneSettings)}, **own}
 
 
 @dataclass
@@ -280,43 +276,6 @@ def _loader(dataset: Dataset, batches: list[list[int]], num_workers: int) -> Dat
                       generator=torch.Generator().manual_seed(0))
 
 
-def holdout_rows(rows: np.ndarray, y: np.ndarray, fraction: float, seed: int,
-                 multilabel: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Split ``rows`` into (train, valid) with ``fraction`` of them in valid, re-drawn (up to 1000
-    times) until every training class appears in valid when there are enough rows for that."""
-    rng = np.random.default_rng(seed)
-    n_valid = max(1, int(round(len(rows) * fraction)))
-    needed = None if multilabel else set(np.unique(y[rows]))
-    for _ in range(1000):
-        order = rng.permutation(rows)
-        valid, train = order[:n_valid], order[n_valid:]
-        if needed is None or n_valid < len(needed) or set(np.unique(y[valid])) == needed:
-            break
-    return np.sort(train), np.sort(valid)
-
-
-@dataclass
-class FineTuneResult:
-    """Scores of a fine-tuning run, one per round (fold or split)."""
-
-    task: str
-    model: str
-    metric: str
-    run_id: str
-    run_dir: Path
-    rounds: list[str]
-    scores: list[float]
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def mean(self) -> float:
-        return float(np.mean(self.scores))
-
-    @property
-    def std(self) -> float:
-        return float(np.std(self.scores))
-
-
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
@@ -384,19 +343,18 @@ def plot_curves(history: list[dict[str, Any]], path: Path, metric: str) -> Path 
 class _Run:
     """One fine-tuning run: the task, the encoder and its initial weights, settings and folder."""
 
-    def __init__(self, task: Task, model: str, encoder: Encoder, settings: FineTuneSettings, device: str,
-                 num_workers: int, progress: bool, run_dir: Path,
+    def __init__(self, task: Task, encoder: Encoder, settings: FineTuneSettings, options: RunOptions, run_dir: Path,
                  epoch_hook: Callable[[str, int, nn.Module], None] | None) -> None:
-        self.task, self.model, self.encoder, self.settings = task, model, encoder, settings
+        self.task, self.encoder, self.settings = task, encoder, settings
         self.device, self.num_workers, self.progress, self.run_dir, self.epoch_hook = (
-            device, num_workers, progress, run_dir, epoch_hook)
+            options.device, options.num_workers, options.progress, run_dir, epoch_hook)
         self.initial_state = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
         self.labels = task.labels()
         self.multilabel = task.spec.multilabel
         self.n_classes = len(task.classes)
         self.paths = task.paths()
         self.unit_samples = int(round(task.spec.unit_sec * encoder.sample_rate))
-        self.amp = settings.amp and torch.device(device).type == "cuda"
+        self.amp = settings.amp and torch.device(self.device).type == "cuda"
         self.augment = FeatureAugment(settings.freq_mask, settings.time_mask, settings.rrc, settings.aug_shared)
         self.feature_augment = self.augment.active and supports_feature_augment(encoder)
         self.history: list[dict[str, Any]] = []
@@ -422,8 +380,9 @@ class _Run:
             return train, valid, test, False
         if self.settings.cv_protocol == "evar":
             return train, test, test, True
-        train, valid = holdout_rows(train, self.labels, self.settings.valid_fraction,
-                                    self.settings.seed + round_index, self.multilabel)
+        rng = np.random.default_rng(self.settings.seed + round_index)
+        train, valid = holdout_rows(train, rng, HoldoutRule(self.settings.valid_fraction),
+                                    None if self.multilabel else self.labels)
         if len(train) < 2:
             raise EvarError(f"{self.task.name} {split.name}: too few clips to hold out a validation set")
         return train, valid, test, False
@@ -432,14 +391,8 @@ class _Run:
         """EVAR's normalisation statistics on this round's shuffled, randomly cropped training clips."""
         dataset = self.clips(rows, True, "stats")
         order = np.random.default_rng(self.settings.seed).permutation(len(rows))
-        stats, seen = EvarRunningStats(), 0
-        with torch.no_grad():
-            for wav, _ in _loader(dataset, _batches(len(rows), self.settings.batch_size, order), self.num_workers):
-                stats.put(self.encoder.features(wav.to(self.device)))
-                seen += len(wav)
-                if seen >= STATS_MAX_CLIPS:
-                    break
-        return stats.result()
+        loader = _loader(dataset, _batches(len(rows), self.settings.batch_size, order), self.num_workers)
+        return front_end_stats(self.encoder, ([wav] for wav, _ in loader), max_clips=STATS_MAX_CLIPS)
 
     # -- evaluation ------------------------------------------------------------------------------
     def predict(self, model: FineTuneModel, dataset: _Clips) -> np.ndarray:
@@ -506,7 +459,7 @@ class _Run:
         valid_data = test_data if valid_is_test else self.clips(valid, True, "valid")
         iters = len(_batches(len(train), s.batch_size, np.arange(len(train))))
         bar = tqdm(total=s.epochs, initial=state["epoch"] + 1, unit="epoch", disable=not self.progress,
-                   desc=f"finetune {self.model} {self.task.name} {split.name}")
+                   desc=f"finetune {self.task.name} {split.name}")
         for epoch in range(state["epoch"] + 1, s.epochs):
             if state["stopped"]:
                 break
@@ -571,66 +524,55 @@ class _Run:
         return result
 
 
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_.," else "_" for c in name)
-
-
 def _find_resumable(base: Path, model: str, identity: dict[str, Any]) -> Path | None:
     """The latest unfinished run under ``base`` with exactly this identity."""
     candidates = []
-    for run_json in base.glob(f"{_safe(model)}-*/run.json"):
+    for run_json in base.glob(f"{safe_name(model)}-*/run.json"):
         info = json.loads(run_json.read_text())
         if not info.get("complete") and info.get("identity") == identity:
             candidates.append(run_json.parent)
     return max(candidates, key=lambda p: (p / "run.json").stat().st_mtime) if candidates else None
 
 
-def finetune(task: str, model: str, weights: str | None = None, device: str = "cpu", num_workers: int = 0,
-             resume: bool = False, record: bool = True, progress: bool = True, encoder: Encoder | None = None,
-             epoch_hook: Callable[[str, int, nn.Module], None] | None = None, **options: Any) -> FineTuneResult:
-    """Fine-tune ``model`` on the prepared ``task`` under EVAR's protocol; see :class:`FineTuneSettings`
-    for ``options`` (unset ones take the encoder's EVAR defaults, :func:`finetune_defaults`).
+def finetune(task: str, model: ModelChoice, overrides: dict[str, Any] | None = None, run: RunOptions = RunOptions(),
+             resume: bool = False, encoder: Encoder | None = None,
+             epoch_hook: Callable[[str, int, nn.Module], None] | None = None, record: bool = True) -> Result:
+    """Fine-tune ``model`` on the prepared ``task`` under EVAR's protocol; ``overrides`` are
+    :class:`FineTuneSettings` fields (unset ones take the encoder's EVAR defaults, :func:`finetune_defaults`).
 
     Appends a ``protocol='finetune'`` row to ``results/scores.csv`` when ``record``. ``resume``
     continues the latest unfinished run with identical settings (same result as an uninterrupted
     run). ``epoch_hook(round, epoch, model)`` is called after each epoch's checkpoint is written.
     """
+    device, weights = run.device, model.weights
     check_writable()  # checkpoints and the row go under the results folder
     prepared = load_task(task)
-    settings = resolve_settings(model, **options)
-    encoder = encoder or create_encoder(model, weights=weights, device=device)
+    settings = resolve_settings(model.name, **(overrides or {}))
+    encoder = encoder or model.build(device)
     encoder = encoder.to(device)
     if settings.amp and torch.device(device).type != "cuda":
         log.warning("--amp works on CUDA only; training in float32")
         settings.amp = False
-    official = _official_weights(model)
-    identity = {"task": task, "model": model, "encoder": encoder.config(), "weights_sha256": encoder.weights_sha256,
+    identity = {"task": task, "model": model.name, "encoder": encoder.config(), "weights_sha256": encoder.weights_sha256,
                 "n_files": len(prepared), "unit_sec": prepared.spec.unit_sec, "settings": asdict(settings)}
     identity = json.loads(json.dumps(identity, default=str))
     base = results_dir() / "finetune" / task
-    run_dir = _find_resumable(base, model, identity) if resume else None
+    run_dir = _find_resumable(base, model.name, identity) if resume else None
     if resume and run_dir is None:
         log.warning("no unfinished run with these settings to resume; starting a new run")
     if run_dir is None:
-        run_dir = base / f"{_safe(model)}-{uuid.uuid4().hex[:12]}"
+        run_dir = base / f"{safe_name(model.name)}-{uuid.uuid4().hex[:12]}"
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "run.json", json.dumps({"identity": identity, "complete": False}, indent=1))
     run_id = run_dir.name.rsplit("-", 1)[1]
-    run = _Run(prepared, model, encoder, settings, device, num_workers, progress, run_dir, epoch_hook)
+    run = _Run(prepared, encoder, settings, replace(run, device=device), run_dir, epoch_hook)
     if run.augment.active and not run.feature_augment:
         log.warning(f"{type(encoder).__name__} has no separable front end (features + "
                     "forward_from_features); frequency/time masks and random resize crop are off, "
                     "mixup on waveforms still applies")
-    rounds, scores, results = [], [], []
     has_valid = all(split.valid is not None and len(split.valid) for split in prepared.splits())
-    for index, split in enumerate(prepared.splits()):
-        done = run_dir / split.name / "result.json"
-        result = json.loads(done.read_text()) if done.is_file() else run.train_round(index, split)
-        run.history.extend(result["history"])
-        run.write_log()
-        rounds.append(split.name)
-        scores.append(float(result["score"]))
-        results.append(result)
+    rounds = FineTuneRounds(run)
+    names, scores = score_rounds(rounds, [settings.seed], progress=False)
     plot_curves(run.history, run_dir / "curves.png", prepared.spec.metric)
     recorded = {**asdict(settings), "unit_sec": prepared.spec.unit_sec, "encoder": encoder.config(),
                 "device": device, "feature_augment": run.feature_augment,
@@ -638,38 +580,31 @@ def finetune(task: str, model: str, weights: str | None = None, device: str = "c
                     "EVAR: held-out fold as validation, best test score over epochs (optimistic)"
                     if settings.cv_protocol == "evar" else f"holdout: {settings.valid_fraction:.0%} of training, "
                     "test at the best validation epoch"),
-                "best_epochs": [r["best_epoch"] for r in results], "run_dir": str(run_dir)}
-    outcome = FineTuneResult(task, model, prepared.spec.metric, run_id, run_dir, rounds, scores, recorded)
+                "best_epochs": [r["best_epoch"] for r in rounds.results], "run_dir": str(run_dir)}
+    result = Result("finetune", task, model.name, [], prepared.spec.metric, names, [settings.seed], scores, recorded,
+                    weights_field(model.name, weights), encoder.weights_sha256 or "", run_id=run_id)
     info = json.loads((run_dir / "run.json").read_text())
-    info.update(complete=True, rounds=rounds, scores=scores, mean=outcome.mean, std=outcome.std)
+    info.update(complete=True, rounds=names, scores=[s[0] for s in scores], mean=result.mean, std=result.std)
     atomic_write_text(run_dir / "run.json", json.dumps(info, indent=1))
     if record and not info.get("recorded"):
-        append_result({
-            "run_id": run_id, "protocol": "finetune", "model": model, "layers": "", "task": task,
-            "metric": outcome.metric, "score": round(outcome.mean, 6), "std": round(outcome.std, 6),
-            "n_folds": len(rounds), "fold_scores": [[s] for s in scores], "seeds": [settings.seed],
-            "weights": str(weights) if weights else ("official" if official else ""),
-            "weights_sha256": encoder.weights_sha256 or "", "settings": recorded,
-        })
+        append_result(result.row())
         info["recorded"] = True
         atomic_write_text(run_dir / "run.json", json.dumps(info, indent=1))
-    return outcome
-
-
-def _official_weights(model: str) -> str | None:
-    try:
-        return get_encoder_spec(model).weights
-    except EvarError:
-        return None
-
-
-def finetune_from_args(args: Any) -> FineTuneResult:
-    """Run :func:`finetune` with the settings of the ``evar finetune`` command line.
-
-    Settings missing from ``args`` or ``None`` there take the encoder's EVAR defaults.
-    """
-    options = {f.name: getattr(args, f.name) for f in fields(FineTuneSettings)
-               if getattr(args, f.name, None) is not None}
-    result = finetune(args.task, args.model, weights=args.weights, device=args.device, num_workers=args.num_workers,
-                      resume=args.resume, **options)
     return result
+
+
+class FineTuneRounds(Rounds):
+    """Fine-tuning's rounds: each trains a fresh copy of the encoder (or reads the round's finished result)."""
+
+    def __init__(self, run: "_Run") -> None:
+        super().__init__(run.task)
+        self.run, self.results = run, []
+
+    def fit_score(self, round_index: int, seed: int) -> float:
+        split, run = self.splits[round_index], self.run
+        done = run.run_dir / split.name / "result.json"
+        result = json.loads(done.read_text()) if done.is_file() else run.train_round(round_index, split)
+        run.history.extend(result["history"])
+        run.write_log()
+        self.results.append(result)
+        return float(result["score"])

@@ -2,7 +2,7 @@
 
 ::
 
-    import evar.hear_api as hear
+    import evar.hear.module as hear
     model = hear.load_model("AudioNTT2020-BYOLA-64x96d512.pth", model_name="byola")
     scene = hear.get_scene_embeddings(audio, model)              # (n_sounds, D)
     frames, ms = hear.get_timestamp_embeddings(audio, model)     # (n_sounds, T, D'), (n_sounds, T) in ms
@@ -22,8 +22,8 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from .encoders import Encoder, create_encoder
-from .errors import EvarError
+from evar.encoders import Encoder, create_encoder
+from evar.errors import EvarError
 
 DEFAULT_MODEL = "byola"
 MODEL_ENV = "EVAR_HEAR_MODEL"
@@ -102,7 +102,7 @@ def load_model(model_file_path: str = "", model_name: str | None = None, layers:
 
 def _check_audio(audio: torch.Tensor, model: HearModel) -> torch.Tensor:
     if not isinstance(model, HearModel):
-        raise EvarError(f"expected a model from evar.hear_api.load_model, got {type(model).__name__}")
+        raise EvarError(f"expected a model from evar.hear.module.load_model, got {type(model).__name__}")
     audio = torch.as_tensor(audio)
     if audio.ndim != 2:
         raise EvarError(f"HEAR audio must be (n_sounds, n_samples), got shape {tuple(audio.shape)}")

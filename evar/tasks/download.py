@@ -25,8 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .errors import EvarError
-from .weights import download
+from evar.errors import EvarError
+from evar.encoders.weights import download
 
 #: Folder (inside the download folder) that holds the downloaded archives and the extraction markers
 ARCHIVE_DIR = "_archives"
@@ -195,7 +195,7 @@ def _md5(path: Path) -> str:
 
 
 def fetch_file(remote: RemoteFile, dest: Path, progress: bool = True) -> Path:
-    """Download ``remote`` to ``dest`` (resumable, sha256 checked by evar.weights.download), then check md5."""
+    """Download ``remote`` to ``dest`` (resumable, sha256 checked by evar.encoders.weights.download), then check md5."""
     path = download(remote.url, dest, remote.sha256, progress=progress,
                     manual=f"download {remote.url} yourself into {dest.parent} (evar download resumes from it)")
     if remote.md5 is not None:

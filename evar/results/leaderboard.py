@@ -20,9 +20,9 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
-from .errors import EvarError
-from .paths import results_dir
-from .results import read_results
+from evar.errors import EvarError
+from evar.paths import results_dir
+from evar.results.store import read_results
 
 #: Display names of the tasks, in the order of the papers' tables (EUSIPCO 2022 Table III, EVAR README)
 #: Column order of EVAR's papers (titles and groups are facts of each task's spec)
@@ -34,7 +34,7 @@ GROUP_ORDER = ("SER", "NOSS", "Music")
 @functools.lru_cache(maxsize=None)
 def task_title(name: str) -> str:
     """The task's name in tables (its spec's title: ``ESC-50``); the name itself for unknown tasks."""
-    from .tasks import get_task_spec
+    from evar.tasks import get_task_spec
 
     try:
         return get_task_spec(name).display_title
@@ -45,7 +45,7 @@ def task_title(name: str) -> str:
 @functools.lru_cache(maxsize=None)
 def task_groups() -> dict[str, tuple[str, ...]]:
     """Each group of EVAR's papers and its tasks (from the specs' ``group``), in paper order."""
-    from .tasks import get_task_spec
+    from evar.tasks import get_task_spec
 
     return {g: tuple(t for t in PAPER_ORDER if get_task_spec(t).group == g) for g in GROUP_ORDER}
 

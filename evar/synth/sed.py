@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .audio import write_audio
-from .sed_metrics import Event
-from .synth import synth_clip
+from evar.audio import write_audio
+from evar.metrics.sed import Event
+from evar.synth.trees import synth_clip
 
 SED_CLASSES = ["beep", "chirp", "horn"]
 
@@ -20,7 +20,7 @@ def synth_scene(rng: np.random.Generator, sample_rate: int = 16000, seconds: flo
                 noise: float = 0.02, classes: list[str] = SED_CLASSES) -> tuple[np.ndarray, list[Event]]:
     """A clip of white background noise holding 1..``max_events`` non-overlapping tone events.
 
-    Each event is :func:`evar.synth.synth_clip` of its class (a harmonic tone at a class pitch), 0.3-1.0 s
+    Each event is :func:`evar.synth.trees.synth_clip` of its class (a harmonic tone at a class pitch), 0.3-1.0 s
     long with 10 ms fades; its onset and offset (seconds, 3 decimals) are where it was placed.
     """
     n = int(seconds * sample_rate)

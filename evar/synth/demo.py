@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .api import probe
-from .leaderboard import leaderboard_text
-from .synth import make_esc50_tree
-from .tasks import prepare_task
+from evar.api import probe
+from evar.options import ModelChoice
+from evar.results.leaderboard import leaderboard_text
+from evar.synth.trees import make_esc50_tree
+from evar.tasks import prepare_task
 
 
 def run_demo(directory: Path, byola_weights: str | None = None) -> None:
@@ -26,7 +27,7 @@ def run_demo(directory: Path, byola_weights: str | None = None) -> None:
     prepare_task("esc50", root)
     models = [("melspec", None)] + ([("byola", byola_weights)] if byola_weights else [])
     for model, weights in models:
-        result = probe("esc50", model, weights=weights)
+        result = probe("esc50", ModelChoice(model, weights))
         print(f"{model}: accuracy {100 * result.mean:.1f} ± {100 * result.std:.1f} over {len(result.rounds)} folds")
     print(f"\nLeaderboard of {directory / 'results'} (SMOKE RUN on synthetic ESC-50-shaped data, "
           "not comparable to published numbers):")

@@ -99,23 +99,3 @@ def init_linear(linear: torch.nn.Linear, generator: torch.Generator) -> None:
         torch.nn.init.kaiming_uniform_(linear.weight, a=math.sqrt(5), generator=generator)
         bound = 1 / math.sqrt(linear.in_features) if linear.in_features > 0 else 0
         torch.nn.init.uniform_(linear.bias, -bound, bound, generator=generator)
-
-
-def holdout(y: np.ndarray, rng: np.random.RandomState, fraction: float = 0.1,
-            attempts: int = 100) -> tuple[np.ndarray, np.ndarray]:
-    """EVAR's ``train_test_sure_split``: scikit-learn's ``train_test_split`` (``ceil(fraction * n)`` held out, from
-    ``rng.permutation``) repeated until the held-out part has every class of ``y`` (class indices or multi-hot);
-    the last draw when none does. Returns (train, valid) positions."""
-    n = len(y)
-    n_valid = math.ceil(fraction * n)
-    present = (y.sum(axis=0) > 0) if y.ndim == 2 else None
-    classes = None if y.ndim == 2 else np.unique(y)
-    for _ in range(attempts):
-        order = rng.permutation(n)
-        valid, train = order[:n_valid], order[n_valid:]
-        if y.ndim == 2:
-            if np.array_equal(y[valid].sum(axis=0) > 0, present):
-                break
-        elif len(np.unique(y[valid])) == len(classes):
-            break
-    return train, valid

@@ -7,7 +7,7 @@ Cache layout, one folder per (task, model, key)::
                                      /embeddings.npy        all rows (float32, or float16 on request)
 
 The key hashes the encoder's config (preprocessing and weights sha256), the task, its root and the
-content identity of its files (size and digest, see :mod:`evar.content`), the unit duration, the crop
+content identity of its files (size and digest, see :mod:`evar.embeddings.content`), the unit duration, the crop
 seed and the storage dtype: change any of them and the embeddings are recomputed. Every file is written to a temporary name and renamed, so an
 interrupted run leaves only whole chunks, and the next run continues from them; a damaged file
 (wrong size or checksum) is recomputed. ``shard=(i, n)`` computes chunks ``i, i+n, i+2n, ...`` only,
@@ -22,6 +22,7 @@ file and fed to the encoder from there, so the embedding pass does not decode th
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 import copy
 import errno
 import fcntl
@@ -38,17 +39,18 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .audio import crop_offset, crop_or_pad, load_audio
-from .encoders.base import Encoder
-from .errors import AudioError, EvarError
-from .paths import embeddings_dir
-from .content import content_signature, index_path_for
-from .evar_stream import stats_batches, task_pass1_orders
-from .stats import EvarRunningStats
-from .tasks import Task
-from .tasks.base import atomic_write_text
+from evar.audio import crop_offset, crop_or_pad, load_audio
+from evar.encoders.base import Encoder
+from evar.options import RunOptions
+from evar.errors import AudioError, EvarError
+from evar.paths import embeddings_dir
+from evar.embeddings.content import content_signature, index_path_for
+from evar.protocols.evar_stream import stats_batches, task_pass1_orders
+from evar.embeddings.stats import front_end_stats
+from evar.tasks import Task
+from evar.tasks.base import atomic_write_text
 
-from .log import log
+from evar.log import log
 
 CHUNK_ROWS = int(os.environ.get("EVAR_CHUNK_ROWS", 512))
 STATS_MAX_CLIPS = 5000
@@ -57,7 +59,6 @@ STATS_BATCH_SIZE = 256
 BATCH_SECONDS = 32.0
 #: clips per front-end call inside a statistics batch (bounds memory; the batch statistics are unchanged)
 STATS_PIECE = 16
-DTYPES = ("float32", "float16")
 
 
 def auto_batch_size(unit_sec: float | None) -> int:
@@ -154,25 +155,19 @@ def measure_stats(encoder: Encoder, task: Task, unit_sec: float, seed: int = 42,
                           np.ones(len(rows), dtype=bool), seed, on_error="skip", keys=keys)
     batches = [b.tolist() for b in stats_batches(stats_order(encoder, task, seed), max_clips, batch_size)]
     pieces = [batch[i:i + STATS_PIECE] for batch in batches for i in range(0, len(batch), STATS_PIECE)]
-    loader = DataLoader(dataset, batch_sampler=pieces, num_workers=num_workers)
-    stats, batch_index, piece_index = EvarRunningStats(), 0, 0
-    count, total, total_sq = 0, 0.0, 0.0
-    with torch.inference_mode():
-        for index, wav, errors in loader:
+    loader = iter(DataLoader(dataset, batch_sampler=pieces, num_workers=num_workers))
+
+    def good_pieces(batch: list[int]) -> Iterator[torch.Tensor]:
+        for _ in range(0, len(batch), STATS_PIECE):
+            index, wav, errors = next(loader)
             good = [j for j, error in enumerate(errors) if not error]
+            if store is not None:
+                for j in good:
+                    store.write(keys[int(index[j])], wav[j].numpy())
             if good:
-                piece = encoder.features(wav[good].to(encoder.device)).double()
-                count, total, total_sq = count + piece.numel(), total + float(piece.sum()), \
-                    total_sq + float((piece * piece).sum())
-                if store is not None:
-                    for j in good:
-                        store.write(keys[int(index[j])], wav[j].numpy())
-            piece_index += 1
-            if piece_index * STATS_PIECE >= len(batches[batch_index]):  # the last piece of this batch
-                if count:
-                    stats.put_moments(count, total, total_sq)
-                batch_index, piece_index, (count, total, total_sq) = batch_index + 1, 0, (0, 0.0, 0.0)
-    return stats.result()
+                yield wav[good]
+
+    return front_end_stats(encoder, (good_pieces(batch) for batch in batches))
 
 
 def stats_order(encoder: Encoder, task: Task, seed: int = 42) -> np.ndarray:
@@ -215,7 +210,7 @@ def optimised_for_inference(encoder: Encoder) -> Encoder:
 
 
 def _file_signature(task: Task) -> str:
-    """The files' content identity and the task root (see :mod:`evar.content`); computed on every call, as
+    """The files' content identity and the task root (see :mod:`evar.embeddings.content`); computed on every call, as
     files may change under a task object that lives on (a notebook, a test), and cheap once digested."""
     return content_signature(task.root, list(task.meta["file"]), index_path_for(task.name))
 
@@ -313,29 +308,25 @@ def parse_shard(text: str) -> tuple[int, int]:
     return index, count
 
 
-def embed_task(encoder: Encoder, task: Task, model_label: str, batch_size: int | None = None, num_workers: int = 0,
-               on_error: str = "fail", seed: int = 42, root: Path | None = None, progress: bool = True,
-               shard: tuple[int, int] | None = None, dtype: str = "float32") -> np.ndarray | None:
+def embed_task(encoder: Encoder, task: Task, model_label: str, run: RunOptions = RunOptions(),
+               shard: tuple[int, int] | None = None, seed: int = 42, root: Path | None = None) -> np.ndarray | None:
     """Embeddings ``(N, D)`` of every clip of ``task`` (memory-mapped), from the cache when present.
 
     Rows of clips skipped as unreadable (``on_error='skip'``) are NaN and listed in the manifest.
     With ``shard=(i, n)`` only that shard's chunks are computed; the return value is None until
     every shard has finished.
     """
-    if dtype not in DTYPES:
-        raise EvarError(f"embedding dtype must be one of {DTYPES}, got {dtype!r}")
     unit_sec = task.spec.unit_sec
-    folder, material = cache_folder(encoder, task, model_label, unit_sec, seed, root, dtype)
-    cached = _cached_embeddings(folder, task, encoder, on_error)
+    folder, material = cache_folder(encoder, task, model_label, unit_sec, seed, root, run.dtype)
+    cached = _cached_embeddings(folder, task, encoder, run.on_error)
     if cached is not None:
         return cached
     folder.mkdir(parents=True, exist_ok=True)
     with _compute_lock(folder, shard):
-        cached = _cached_embeddings(folder, task, encoder, on_error)  # another run may have finished them
+        cached = _cached_embeddings(folder, task, encoder, run.on_error)  # another run may have finished them
         if cached is not None:
             return cached
-        return _compute(encoder, task, folder, material, model_label, batch_size, num_workers, on_error, seed,
-                        progress, shard, dtype)
+        return _compute(encoder, task, folder, material, model_label, run, seed, shard)
 
 
 def _cached_embeddings(folder: Path, task: Task, encoder: Encoder, on_error: str) -> np.ndarray | None:
@@ -374,9 +365,8 @@ def _compute_lock(folder: Path, shard: tuple[int, int] | None) -> Iterator[None]
         yield
 
 
-def _compute(encoder: Encoder, task: Task, folder: Path, material: dict, model_label: str, batch_size: int | None,
-             num_workers: int, on_error: str, seed: int, progress: bool, shard: tuple[int, int] | None,
-             dtype: str) -> np.ndarray | None:
+def _compute(encoder: Encoder, task: Task, folder: Path, material: dict, model_label: str, run: RunOptions, seed: int,
+             shard: tuple[int, int] | None) -> np.ndarray | None:
     """Compute the missing chunks (resuming an interrupted run) and assemble them when all exist."""
     unit_sec = task.spec.unit_sec
     manifest_path = folder / "manifest.json"
@@ -396,15 +386,15 @@ def _compute(encoder: Encoder, task: Task, folder: Path, material: dict, model_l
         if encoder.needs_stats:
             if not manifest.get("stats"):
                 store = AudioStore(folder / f"stats-audio-{os.getpid()}.f32", unit_samples) if todo else None
-                manifest["stats"] = measure_stats(encoder, task, unit_sec, seed, num_workers, store=store)
+                manifest["stats"] = measure_stats(encoder, task, unit_sec, seed, run.num_workers, store=store)
                 _update_manifest(manifest_path, {"stats": manifest["stats"]})
                 if store is not None:
                     store.close_for_reading()
             encoder.set_stats(*manifest["stats"])
         if todo:
-            _embed_chunks(optimised_for_inference(encoder), task, todo, parts_dir, manifest_path, unit_samples,
-                          batch_size or auto_batch_size(unit_sec), num_workers, on_error, seed, store, dtype,
-                          progress, f"embed {model_label} on {task.name}")
+            _embed_chunks(optimised_for_inference(encoder), task, todo, parts_dir, manifest_path,
+                          replace(run, batch_size=run.batch_size or auto_batch_size(unit_sec)), seed, store,
+                          f"embed {model_label} on {task.name}")
     finally:
         if store is not None:
             store.remove()
@@ -437,18 +427,18 @@ def _update_manifest(path: Path, fields: dict) -> None:
 
 
 def _embed_chunks(encoder: Encoder, task: Task, chunks: list[int], parts_dir: Path, manifest_path: Path,
-                  unit_samples: int, batch_size: int, num_workers: int, on_error: str, seed: int,
-                  store: AudioStore | None, dtype: str, progress: bool, description: str) -> None:
+                  run: RunOptions, seed: int, store: AudioStore | None, description: str) -> None:
     paths, crop, files = task.paths(), task.random_crop_rows(), task.meta["file"]
+    unit_samples = int(round(task.spec.unit_sec * encoder.sample_rate))
     bar = tqdm(total=sum(len(_chunk_rows(c, len(paths))) for c in chunks), unit="clip", desc=description,
-               disable=not progress)
+               disable=not run.progress)
     for chunk in chunks:
         rows = list(_chunk_rows(chunk, len(paths)))
-        dataset = ClipDataset([paths[i] for i in rows], encoder.sample_rate, unit_samples, crop[rows], seed, on_error,
-                              keys=list(files.iloc[rows]), store=store)
+        dataset = ClipDataset([paths[i] for i in rows], encoder.sample_rate, unit_samples, crop[rows], seed,
+                              run.on_error, keys=list(files.iloc[rows]), store=store)
         outputs, skipped = [], {}
         with torch.inference_mode():
-            for index, wav, errors in _loader(dataset, batch_size, num_workers):
+            for index, wav, errors in _loader(dataset, run.batch_size, run.num_workers):
                 emb = encoder.embed(wav).float().cpu().numpy()
                 for j, error in enumerate(errors):
                     if error:
@@ -459,7 +449,7 @@ def _embed_chunks(encoder: Encoder, task: Task, chunks: list[int], parts_dir: Pa
                 bar.update(len(wav))
         if skipped:  # recorded before the chunk counts as done, so a resumed run still reports them
             _update_manifest(manifest_path, {"skipped": skipped})
-        save_npy_atomic(parts_dir / f"part-{chunk:05d}.npy", np.concatenate(outputs).astype(dtype))
+        save_npy_atomic(parts_dir / f"part-{chunk:05d}.npy", np.concatenate(outputs).astype(run.dtype))
     bar.close()
 
 
@@ -502,9 +492,8 @@ WINDOW_SEC = 30.0
 
 
 def embed_files(encoder: Encoder, paths: Sequence[str | Path], unit_sec: float | None = None,
-                batch_size: int | None = None,
-                num_workers: int = 0, on_error: str = "fail", progress: bool = True,
-                stats: tuple[float, float] | None = None) -> tuple[np.ndarray, list[str]]:
+                run: RunOptions = RunOptions(), stats: tuple[float, float] | None = None
+                ) -> tuple[np.ndarray, list[str]]:
     """Embed arbitrary files (no cache), one row per path in the given order (repeats included).
 
     Without ``unit_sec`` each clip is embedded at its own length (one clip per batch; clips longer than
@@ -524,25 +513,24 @@ def embed_files(encoder: Encoder, paths: Sequence[str | Path], unit_sec: float |
             raise EvarError(f"normalisation statistics {stats}: the mean must be finite and the std positive")
         encoder.set_stats(*stats)
     elif encoder.needs_stats:
-        running = EvarRunningStats()
+        readable = []
         for path in paths[:STATS_MAX_CLIPS]:
             try:
-                wav = _at_least(load_audio(path, encoder.sample_rate), encoder.sample_rate)
+                readable.append(torch.from_numpy(_at_least(load_audio(path, encoder.sample_rate), encoder.sample_rate)))
             except AudioError:
                 continue
-            running.put(encoder.features(torch.from_numpy(wav)[None].to(encoder.device)))
-        if running.n == 0:
+        if not readable:
             raise EvarError("no readable file to measure the normalisation statistics on; give them with --stats MEAN,STD")
-        encoder.set_stats(*running.result())
+        encoder.set_stats(*front_end_stats(encoder, ([wav[None]] for wav in readable)))
     unit_samples = int(round(unit_sec * encoder.sample_rate)) if unit_sec else None
-    dataset = ClipDataset(paths, encoder.sample_rate, unit_samples, on_error=on_error)
+    dataset = ClipDataset(paths, encoder.sample_rate, unit_samples, on_error=run.on_error)
     out = np.full((len(paths), encoder.embed_dim), np.nan, dtype=np.float32)
     errors = [""] * len(paths)
     fast = optimised_for_inference(encoder)
-    batches = _loader(dataset, (batch_size or auto_batch_size(unit_sec)) if unit_samples else 1, num_workers)
+    batches = _loader(dataset, (run.batch_size or auto_batch_size(unit_sec)) if unit_samples else 1, run.num_workers)
     with torch.inference_mode():
         for index, wav, batch_errors in tqdm(batches, unit="batch", desc=f"embed {len(paths)} files",
-                                             disable=not progress):
+                                             disable=not run.progress):
             if unit_samples is None:
                 emb = _embed_one_long(fast, _padded_short(wav[0].numpy(), encoder.sample_rate, paths[int(index[0])]))
             else:

@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 
-from .audio import load_audio
-from .encoders.cola import BACKBONES, SAMPLE_RATE, SEGMENT, ColaModel, contrastive_loss, l2_normalise
-from .errors import EvarError
+from evar.audio import load_audio
+from evar.encoders.cola import BACKBONES, SAMPLE_RATE, SEGMENT, ColaModel, contrastive_loss, l2_normalise
+from evar.errors import EvarError
 
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff"})
 #: settings a resumed run must share with the checkpoint it continues

@@ -5,17 +5,20 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from dataclasses import replace
+from typing import Iterator
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
-from .errors import EvarError
-from .evar_stream import holdout, init_linear, loader_iteration, task_pass1_orders
-from .log import log
+from evar.errors import EvarError
+from evar.metrics.classification import mean_average_precision
+from evar.protocols.evar_stream import init_linear, loader_iteration, task_pass1_orders
+from evar.protocols.splits import EVAR_HOLDOUT, HoldoutRule, holdout
+from evar.log import log
+from evar.options import LINEAR_MODES, LinearSettings
+from evar.protocols.base import Rounds, score_rounds
 
 
 def seed_everything(seed: int) -> None:
@@ -23,25 +26,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def mean_average_precision(y_true: np.ndarray, scores: np.ndarray) -> float:
-    """Macro average precision over classes with at least one positive (multi-label metric)."""
-    aps = []
-    for c in range(y_true.shape[1]):
-        positives = y_true[:, c] > 0
-        if not positives.any():
-            continue
-        order = np.argsort(-scores[:, c], kind="stable")
-        hits = positives[order]
-        precision_at_hit = np.cumsum(hits)[hits] / (np.flatnonzero(hits) + 1)
-        aps.append(precision_at_hit.mean())
-    return float(np.mean(aps)) if aps else float("nan")
-
-
-#: ``evar``: EVAR's classifier exactly (its random stream, scaler and scoring, see :class:`LinearProbe`);
-#: ``clean``: each fit seeded on its own, scaler fitted on the training part, argmax of the logits
-LINEAR_MODES = ("evar", "clean")
 
 
 #: rows x dimension below which a fit uses one thread (thread start-up costs more than it saves)
@@ -122,17 +106,6 @@ class LinearProbe:
         self.weight_decay, self.valid_fraction, self.multilabel = weight_decay, valid_fraction, multilabel
         self.seed, self.device, self.mode = seed, device, mode
 
-    def _holdout(self, y: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        n = len(y)
-        n_valid = max(1, int(round(n * self.valid_fraction)))
-        needed = set(np.unique(y)) if not self.multilabel else None
-        for _ in range(1000):
-            order = rng.permutation(n)
-            valid, train = order[:n_valid], order[n_valid:]
-            if needed is None or set(np.unique(y[valid])) == needed or n_valid < len(needed):
-                return train, valid
-        return train, valid  # classes too rare to all appear: keep the last draw
-
     def _predictions(self, logits: torch.Tensor) -> torch.Tensor:
         """What the score ranks: EVAR ranks ``sigmoid(logits)`` (float32 ties included), the clean mode the logits."""
         return torch.sigmoid(logits) if self.mode == "evar" or self.multilabel else logits
@@ -180,13 +153,13 @@ class LinearProbe:
             stream = stream or ProbeStream(self.seed)
             self._fit_scaler(X)
             if X_valid is None:
-                train, valid = holdout(y, stream.numpy, self.valid_fraction)
+                train, valid = holdout(len(y), stream.numpy, replace(EVAR_HOLDOUT, fraction=self.valid_fraction), y)
                 X, X_valid, y, y_valid = X[train], X[valid], y[train], y[valid]
         else:
             stream = None  # each fit seeded on its own
             seed_everything(self.seed)
             if X_valid is None:
-                train, valid = self._holdout(y, np.random.default_rng(self.seed))
+                train, valid = holdout(len(y), np.random.default_rng(self.seed), HoldoutRule(self.valid_fraction), y)
                 X, X_valid, y, y_valid = X[train], X[valid], y[train], y[valid]
             self._fit_scaler(X)
         self.n_classes_ = y.shape[1] if self.multilabel else self.n_classes or int(max(y.max(), np.max(y_valid))) + 1
@@ -275,80 +248,63 @@ class LinearProbe:
         return self._score(logits, torch.as_tensor(np.asarray(y), dtype=label_dtype))
 
 
-@dataclass
-class ProbeResult:
-    """Scores of one probe run: ``scores[round][seed]``, their mean and spread."""
-
-    task: str
-    model: str
-    metric: str
-    rounds: list[str]
-    seeds: list[int]
-    scores: list[list[float]]
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def mean(self) -> float:
-        return float(np.mean(self.scores))
-
-    @property
-    def std(self) -> float:
-        """Spread over folds (of the seed means) for CV tasks, over seeds otherwise."""
-        per_round = np.mean(self.scores, axis=1)
-        values = per_round if len(per_round) > 1 else np.asarray(self.scores[0])
-        return float(np.std(values))
-
-
 def evar_row_orders(task, init_words: int | None, needs_stats: bool, seed: int = 42) -> list[np.ndarray] | None:
     """Per round, the order of its training rows in EVAR's embedding matrix (pass 1 of EVAR's two-pass runner,
-    see :mod:`evar.evar_stream`), for encoders whose EVAR construction draws are known (``init_words``, the
-    encoder's ``evar_init_words``); None otherwise (the rows then stay in metadata order)."""
+    see :mod:`evar.protocols.evar_stream`), for encoders whose EVAR construction draws are known (``init_words``,
+    the encoder's ``evar_init_words``); None otherwise (the rows then stay in metadata order)."""
     if init_words is None:
         return None
     return task_pass1_orders(task, init_words, seed, stats=needs_stats).train_orders
 
 
-def evaluate_embeddings(X: np.ndarray, task, seeds: Sequence[int] = (42,), progress: bool = True,
-                        row_orders: list[np.ndarray] | None = None, only_round: int | None = None,
-                        **probe_kwargs) -> tuple[list[str], list[list[float]]]:
-    """Run the protocol's rounds (folds or the fixed split) on embeddings ``X`` aligned with ``task.meta``.
+class LinearRounds(Rounds):
+    """The linear probe's rounds on embeddings ``X`` aligned with ``task.meta``.
 
-    In the default ``evar`` mode each seed is one EVAR run: its generators pass from round to round, and each
+    In ``evar`` mode each seed is one EVAR run: its generators pass from round to round (``chained``), and each
     round's training rows are taken in ``row_orders`` (EVAR's row order, :func:`evar_row_orders`) when given.
-    ``only_round`` scores that round alone (earlier rounds are still trained in ``evar`` mode: they advance the
-    generators). Returns the round names and ``scores[round][seed]``.
+    Rows without embeddings, and single-label rows whose class is absent from training, are left out.
     """
-    mode = probe_kwargs.get("mode", "evar")
-    y = task.labels()
-    usable = np.isfinite(np.asarray(X)).all(axis=1)
-    if not task.spec.multilabel:
-        unknown = y < 0
-        if unknown.any():
-            log.warning("%d row(s) have a label absent from training; they are excluded", int(unknown.sum()))
-        usable &= ~unknown
-    if not usable.all():
-        log.warning("%d row(s) without embeddings are excluded", int((~usable).sum()))
-    splits = list(task.splits())
-    chosen = range(len(splits)) if only_round is None else [only_round]
-    first = only_round if only_round is not None and mode != "evar" else 0
-    needed = range(first, chosen[-1] + 1)
-    pick = lambda rows: rows[usable[rows]] if rows is not None else None  # noqa: E731
-    scores = {r: [0.0] * len(seeds) for r in chosen}
-    bar = tqdm(total=len(needed) * len(seeds), desc=f"probe {task.name}", unit="fit", disable=not progress)
-    for s, seed in enumerate(seeds):
-        stream = ProbeStream(seed) if mode == "evar" else None
-        for r in needed:
-            split = splits[r]
-            ordered = split.train[row_orders[r]] if row_orders is not None else split.train
-            train, valid, test = pick(ordered), pick(split.valid), pick(split.test)
-            if len(train) == 0 or len(test) == 0:
-                raise EvarError(f"{task.name} {split.name}: empty train or test set")
-            probe = LinearProbe(multilabel=task.spec.multilabel, seed=seed, n_classes=len(task.classes), **probe_kwargs)
-            probe.fit(X[train], y[train], X[valid] if valid is not None else None,
-                      y[valid] if valid is not None else None, stream=stream)
-            score = probe.score(X[test], y[test])  # scored even when not reported: EVAR's test loader draws too
-            if r in scores:
-                scores[r][s] = score
-            bar.update(1)
-    bar.close()
-    return [splits[r].name for r in chosen], [scores[r] for r in chosen]
+
+    def __init__(self, X: np.ndarray, task, settings: LinearSettings, device: str = "cpu",
+                 row_orders: list[np.ndarray] | None = None) -> None:
+        super().__init__(task)
+        self.X, self.settings, self.device, self.row_orders = X, settings, device, row_orders
+        self.chained = settings.mode == "evar"
+        self.y = task.labels()
+        usable = np.isfinite(np.asarray(X)).all(axis=1)
+        if not task.spec.multilabel:
+            unknown = self.y < 0
+            if unknown.any():
+                log.warning("%d row(s) have a label absent from training; they are excluded", int(unknown.sum()))
+            usable &= ~unknown
+        if not usable.all():
+            log.warning("%d row(s) without embeddings are excluded", int((~usable).sum()))
+        self.usable = usable
+        self.streams: dict[int, ProbeStream] = {}
+
+    def _pick(self, rows: np.ndarray | None) -> np.ndarray | None:
+        return rows[self.usable[rows]] if rows is not None else None
+
+    def fit_score(self, round_index: int, seed: int) -> float:
+        split = self.splits[round_index]
+        if self.chained and (round_index == 0 or seed not in self.streams):
+            self.streams[seed] = ProbeStream(seed)
+        ordered = split.train[self.row_orders[round_index]] if self.row_orders is not None else split.train
+        train, valid, test = self._pick(ordered), self._pick(split.valid), self._pick(split.test)
+        if len(train) == 0 or len(test) == 0:
+            raise EvarError(f"{self.task.name} {split.name}: empty train or test set")
+        X, y = self.X, self.y
+        probe = LinearProbe(multilabel=self.task.spec.multilabel, seed=seed, n_classes=len(self.task.classes),
+                            device=self.device, **self.settings.probe_kwargs())
+        probe.fit(X[train], y[train], X[valid] if valid is not None else None,
+                  y[valid] if valid is not None else None, stream=self.streams.get(seed))
+        return probe.score(X[test], y[test])
+
+
+def evaluate_embeddings(X: np.ndarray, task, settings: LinearSettings = LinearSettings(), device: str = "cpu",
+                        progress: bool = True, row_orders: list[np.ndarray] | None = None,
+                        only_round: int | None = None) -> tuple[list[str], list[list[float]]]:
+    """The linear protocol's rounds (all, or ``only_round``) on embeddings ``X``: round names and
+    ``scores[round][seed]`` (:class:`LinearRounds` through :func:`evar.protocols.base.score_rounds`)."""
+    rounds = LinearRounds(X, task, settings, device, row_orders)
+    return score_rounds(rounds, settings.seeds, progress, only_round)

@@ -9,7 +9,7 @@ same id. Each job's state lives in ``results/sweeps/jobs/<job_id>.json`` (writte
 
 Running a sweep skips done jobs, retries failed ones and jobs whose process died, and records a
 failing job's error without stopping the others. A linear job is executed in steps: one embedding
-step per (model, task), cached on disk by :mod:`evar.extract` and shared by the jobs that need it,
+step per (model, task), cached on disk by :mod:`evar.embeddings.cache` and shared by the jobs that need it,
 then one probe step per round (fold or fixed split), gathered into one row. The local backend runs
 the steps in this process; the Ray backend runs them as Ray tasks with resource requests and
 retries of crashed workers, and the driver appends the rows, so a retried task never writes twice.
@@ -32,24 +32,26 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from .api import embed as api_embed
-from .api import linear_settings, model_label, result_row
-from .encoders import LayerFusion, create_encoder
-from .errors import EvarError
-from .extract import skipped_clips
-from .linear import ProbeResult, evaluate_embeddings, evar_row_orders
-from .paths import cache_dir, embeddings_dir, prepared_tasks_dir, results_dir
-from .results import append_result, read_results
-from .tasks import load_task
-from .tasks.base import atomic_write_text
-from .log import log
+from evar.api import embed as api_embed
+from evar.api import linear_settings
+from evar.encoders import LayerFusion, model_label
+from evar.errors import EvarError
+from evar.embeddings.cache import skipped_clips
+from evar.options import LinearSettings, ModelChoice, RunOptions
+from evar.protocols.base import Result, weights_field
+from evar.protocols.linear import evaluate_embeddings, evar_row_orders
+from evar.paths import cache_dir, embeddings_dir, prepared_tasks_dir, results_dir
+from evar.results.store import append_result, read_results
+from evar.tasks import load_task
+from evar.tasks.base import atomic_write_text
+from evar.log import log
 
 PROTOCOLS = ("linear", "finetune")
 STATES = ("pending", "running", "done", "failed")
 #: seconds between heartbeats of a running sweep; a running job silent for 3 beats is shown as stale
 HEARTBEAT_SEC = 30.0
-#: probe settings of a linear job (the CLI's defaults)
-LINEAR_DEFAULTS = {"lr": 3e-4, "max_epochs": 200, "patience": 20, "mode": "evar"}
+#: probe settings of a linear job (LinearSettings' defaults; the seeds are the job's own)
+LINEAR_DEFAULTS = LinearSettings().probe_kwargs()
 
 
 def _now() -> str:
@@ -86,6 +88,12 @@ class Job:
     def embed_key(self) -> str:
         """Jobs with the same key share one embedding step."""
         return json.dumps([self.model, list(self.layers), self.weights, self.options, self.task], sort_keys=True)
+
+    def model_choice(self) -> ModelChoice:
+        return ModelChoice(self.model, self.weights, tuple(self.layers), self.options)
+
+    def linear_settings(self) -> LinearSettings:
+        return LinearSettings(seeds=self.seeds, **self.settings)
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> "Job":
@@ -230,18 +238,6 @@ def effective_state(record: dict[str, Any], now: float | None = None) -> tuple[s
 
 # ---------------------------------------------------------------- steps (run in this process or on a Ray worker)
 
-@dataclass
-class RunOptions:
-    """How jobs run (not part of their ids): device and data loading."""
-
-    device: str = "cpu"
-    batch_size: int | None = None  # None: about 32 s of audio per batch
-    num_workers: int = 0
-    on_error: str = "fail"
-    progress: bool = False
-    dtype: str = "float32"
-
-
 def worker_env() -> dict[str, str]:
     """This process's evar folders as absolute paths, for workers (which may start elsewhere)."""
     return {"EVAR_CACHE_DIR": str(cache_dir().resolve()), "EVAR_TASKS_DIR": str(prepared_tasks_dir().resolve()),
@@ -250,18 +246,17 @@ def worker_env() -> dict[str, str]:
 
 def embed_step(job_spec: dict, run: RunOptions, env: dict[str, str]) -> tuple[np.ndarray, dict]:
     """Embeddings of a job's task (from the cache when present) and what its row records of the encoder."""
-    from .tasks.sed import is_event_task
+    from evar.tasks.sed import is_event_task
 
     os.environ.update(env)
     job = Job.from_spec(job_spec)
     if is_event_task(job.task):
         raise EvarError(f"{job.task} is an event (SED) task, which sweeps do not run yet; "
                         f"use: evar probe --task {job.task} --model {job.model}")
-    encoder = create_encoder(job.model, weights=job.weights, layers=list(job.layers) or None, device=run.device,
-                             **job.options)
+    model = job.model_choice()
+    encoder = model.build(run.device)
     layers = encoder.indices if isinstance(encoder, LayerFusion) else list(job.layers)
-    X = api_embed(job.model, job.task, layers=layers, batch_size=run.batch_size, num_workers=run.num_workers,
-                  on_error=run.on_error, progress=run.progress, encoder=encoder, dtype=run.dtype)
+    X = api_embed(model, job.task, run=run, encoder=encoder)
     skipped = skipped_clips(load_task(job.task), encoder, model_label(job.model, layers), run.dtype)
     info = {"layers": [str(l) for l in layers], "config": encoder.config(), "weights_sha256": encoder.weights_sha256,
             "skipped": skipped, "evar_init_words": getattr(encoder, "evar_init_words", None),
@@ -276,22 +271,20 @@ def probe_step(X: np.ndarray, job_spec: dict, round_index: int | None, run: RunO
     os.environ.update(env)
     job = Job.from_spec(job_spec)
     task = load_task(job.task)
+    settings = job.linear_settings()
     orders = None
-    if job.settings["mode"] == "evar" and info and info.get("evar_init_words") is not None:
-        orders = evar_row_orders(task, info["evar_init_words"], info["needs_stats"])
-    return evaluate_embeddings(X, task, job.seeds, progress=False, row_orders=orders, only_round=round_index,
-                               device=run.device, **job.settings)
+    if settings.mode == "evar" and info:
+        orders = evar_row_orders(task, info.get("evar_init_words"), info["needs_stats"])
+    return evaluate_embeddings(X, task, settings, run.device, False, orders, round_index)
 
 
 def finetune_step(job_spec: dict, run: RunOptions, env: dict[str, str]) -> str:
     """A fine-tuning job (resumes its unfinished run; appends its own row once). Returns the run id."""
-    from .finetune import finetune
+    from evar.protocols.finetune import finetune
 
     os.environ.update(env)
     job = Job.from_spec(job_spec)
-    encoder = create_encoder(job.model, weights=job.weights, device=run.device, **job.options) if job.options else None
-    result = finetune(job.task, job.model, weights=job.weights, device=run.device, num_workers=run.num_workers,
-                      resume=True, progress=run.progress, encoder=encoder, seed=job.seeds[0], **job.settings)
+    result = finetune(job.task, job.model_choice(), {**job.settings, "seed": job.seeds[0]}, run, resume=True)
     return result.run_id
 
 
@@ -302,12 +295,9 @@ def n_rounds(task: str) -> int:
 def linear_row(job: Job, rounds: list[str], scores: list[list[float]], info: dict, run: RunOptions) -> dict[str, Any]:
     """The ``results/scores.csv`` row of a linear job, as :func:`evar.api.probe` writes it."""
     task = load_task(job.task)
-    result = ProbeResult(job.task, model_label(job.model, info["layers"]), task.spec.metric, rounds, list(job.seeds),
-                         scores)
-    settings = job.settings
-    result.settings = linear_settings(task, info["config"], run.device, settings["lr"], settings["max_epochs"],
-                                      settings["patience"], run.dtype, info["skipped"], settings["mode"])
-    return result_row(result, job.model, info["layers"], job.weights, info["weights_sha256"])
+    recorded = linear_settings(task, info["config"], job.linear_settings(), run, info["skipped"])
+    return Result("linear", job.task, job.model, info["layers"], task.spec.metric, rounds, list(job.seeds), scores,
+                  recorded, weights_field(job.model, job.weights), info["weights_sha256"] or "").row()
 
 
 # ---------------------------------------------------------------- running a sweep
@@ -535,7 +525,7 @@ def run_sweep(jobs: Sequence[Job], backend: str | LocalBackend | RayBackend = "l
         if backend not in ("local", "ray"):
             raise EvarError(f"unknown backend {backend!r}; expected local or ray")
         backend = LocalBackend() if backend == "local" else RayBackend()
-    from .results import check_writable
+    from evar.results.store import check_writable
 
     check_writable()
     run, store = run or RunOptions(), store or JobStore()

@@ -72,7 +72,7 @@ def _read_index(path: Path, root: Path) -> dict[str, list]:
 
 
 def _write_index(path: Path, root: Path, index: dict[str, list]) -> None:
-    from .tasks.base import atomic_write_text
+    from evar.tasks.base import atomic_write_text
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,6 +85,6 @@ def _write_index(path: Path, root: Path, index: dict[str, list]) -> None:
 
 def index_path_for(task_name: str) -> Path:
     """Where the digests of a prepared task's files are kept (beside its metadata)."""
-    from .paths import prepared_tasks_dir
+    from evar.paths import prepared_tasks_dir
 
     return prepared_tasks_dir() / "content" / f"{task_name}.json"

@@ -7,7 +7,7 @@ linear head instead of HEAR's searched MLP:
 1. Frames: ``encoder.embed_frames`` of each whole clip, streamed in batches of equal-length clips.
    A frame is labelled with every event active at its timestamp (``onset <= t <= offset``, HEAR's rule).
 2. Probe: standardised frames -> ``nn.Linear`` -> sigmoid, trained with Adam on BCE (or the
-   asymmetric focal loss / soft F-measure loss of :mod:`evar.losses`, since silent frames dominate),
+   asymmetric focal loss / soft F-measure loss of :mod:`evar.protocols.losses`, since silent frames dominate),
    early-stopped on the validation loss (the best epoch's weights are kept). Tasks without a
    validation split hold out ``valid_fraction`` of the training clips.
 3. Post-processing, per class, chosen on the validation clips to maximise that class's event-based
@@ -18,7 +18,7 @@ linear head instead of HEAR's searched MLP:
 4. Decoding: runs of frames above the threshold become events from the first to the last active
    frame's timestamp (HEAR's rule).
 5. Scores on the test clips: the primary event-based F-measure, HEAR's ``event_onset_200ms_fms`` and
-   the segment-based F1 and error rate with 1 s segments (:mod:`evar.sed_metrics`).
+   the segment-based F1 and error rate with 1 s segments (:mod:`evar.metrics.sed`).
 """
 
 from __future__ import annotations
@@ -32,20 +32,22 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .audio import load_audio
-from .encoders import create_encoder, get_encoder_spec, get_spec_weights, model_label
-from .encoders.base import Encoder
-from .errors import AudioError, EvarError
-from .extract import optimised_for_inference
-from .linear import ProbeResult, seed_everything
-from .losses import asymmetric_focal_loss, binary_cross_entropy, soft_f1_loss
-from .sed_metrics import Event, event_based_scores, segment_based_scores
-from .stats import EvarRunningStats
-from .tasks import Task, load_task
-from .tasks.sed import EVENT_METRICS, load_events, primary_metric
-from .log import log
+from evar.audio import load_audio
+from evar.encoders.base import Encoder
+from evar.errors import AudioError, EvarError
+from evar.embeddings.cache import optimised_for_inference
+from evar.options import SED_LOSSES, ModelChoice, RunOptions, SedSettings
+from evar.protocols.base import Result, Rounds, layer_names, record as record_result, score_rounds, weights_field
+from evar.protocols.linear import seed_everything
+from evar.results.store import check_writable
+from evar.protocols.splits import HoldoutRule, holdout_rows
+from evar.protocols.losses import asymmetric_focal_loss, binary_cross_entropy, soft_f1_loss
+from evar.metrics.sed import Event, event_based_scores, segment_based_scores
+from evar.embeddings.stats import front_end_stats
+from evar.tasks import Task, load_task
+from evar.tasks.sed import EVENT_METRICS, load_events, primary_metric
+from evar.log import log
 
-SED_LOSSES = ("bce", "afl", "soft_f1")
 THRESHOLDS = (0.5, 0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8, 0.9)
 MEDIAN_MS = (250.0, 0.0, 60.0, 125.0, 500.0)
 MIN_DURATION_MS = (125.0, 250.0, 0.0)
@@ -126,12 +128,8 @@ def decode_events(probs: np.ndarray, times: np.ndarray, classes: Sequence[str],
 
 def _stats(encoder: Encoder, paths: list[Path]) -> tuple[float, float]:
     """EVAR's running statistics of the front end over whole training clips (one clip per batch)."""
-    stats = EvarRunningStats()
-    with torch.no_grad():
-        for path in paths[:STATS_MAX_CLIPS]:
-            wav = torch.from_numpy(load_audio(path, encoder.sample_rate)).to(encoder.device)
-            stats.put(encoder.features(wav[None]))
-    return stats.result()
+    clips = ([torch.from_numpy(load_audio(path, encoder.sample_rate))[None]] for path in paths[:STATS_MAX_CLIPS])
+    return front_end_stats(encoder, clips)
 
 
 def embed_clip_frames(encoder: Encoder, task: Task, rows: np.ndarray, batch_size: int = 16,
@@ -257,14 +255,10 @@ def tune_postprocessing(clips: list[ClipFrames], probs: list[np.ndarray], refere
     return chosen
 
 
-def _holdout(train: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split training rows into (train, valid) clips: ``fraction`` of them (at least one) validate."""
+def _validation_split(train: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     if len(train) < 2:
         raise EvarError("an SED task needs at least two training clips when it has no validation split")
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(train))
-    n_valid = max(1, int(round(fraction * len(train))))
-    return np.sort(train[order[n_valid:]]), np.sort(train[order[:n_valid]])
+    return holdout_rows(train, np.random.default_rng(seed), HoldoutRule(fraction))
 
 
 def _stack(clips: list[ClipFrames], events: dict[str, list[Event]], classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -277,81 +271,75 @@ def _round(d: dict) -> dict:
     return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in d.items() if k != "class_wise"}
 
 
-def probe_sed(task: str, model: str, weights: str | None = None, layers: Sequence[int | str] | None = None,
-              seeds: Sequence[int] = (42,), device: str = "cpu", batch_size: int | None = None, on_error: str = "fail",
-              loss: str = "bce", lr: float = 1e-3, max_epochs: int = 100, patience: int = 10,
-              afl_gamma: float = 0.0, afl_zeta: float = 1.0, valid_fraction: float = 0.1, record: bool = True,
-              progress: bool = True, encoder: Encoder | None = None, options: dict | None = None) -> ProbeResult:
+class SedRounds(Rounds):
+    """The SED probe's rounds on the clips' frames: fit a :class:`FrameProbe`, tune post-processing on the
+    validation clips, score the test clips' detections; per-round details are kept in ``details``."""
+
+    def __init__(self, task: Task, frames: list[ClipFrames | None], settings: SedSettings, device: str) -> None:
+        super().__init__(task)
+        self.frames, self.settings, self.device = frames, settings, device
+        self.events = load_events(task)
+        self.metric = primary_metric(task.name)
+        self.details: list[dict] = []
+
+    def _clips(self, rows: np.ndarray) -> list[ClipFrames]:
+        return [self.frames[i] for i in rows if self.frames[i] is not None]
+
+    def fit_score(self, round_index: int, seed: int) -> float:
+        split, s, events = self.splits[round_index], self.settings, self.events
+        train, valid = (split.train, split.valid) if split.valid is not None and len(split.valid) else \
+            _validation_split(split.train, s.valid_fraction, seed)
+        train_clips, valid_clips, test_clips = self._clips(train), self._clips(valid), self._clips(split.test)
+        if not train_clips or not valid_clips or not test_clips:
+            raise EvarError(f"{self.task.name} {split.name}: empty train, validation or test clips")
+        classes = sorted({e.label for c in train_clips for e in events[c.file]})
+        if not classes:
+            raise EvarError(f"{self.task.name} {split.name}: the training clips hold no events")
+        probe = FrameProbe(s.loss, s.lr, s.max_epochs, s.patience, afl_gamma=s.afl_gamma, afl_zeta=s.afl_zeta,
+                           seed=seed, device=self.device)
+        probe.fit(*_stack(train_clips, events, classes), *_stack(valid_clips, events, classes))
+        valid_probs = [probe.predict_proba(c.frames) for c in valid_clips]
+        post = tune_postprocessing(valid_clips, valid_probs, events, classes, self.metric)
+        test_probs = [probe.predict_proba(c.frames) for c in test_clips]
+        detected = _events_by_file(test_clips, test_probs, classes, post)
+        reference = {c.file: events[c.file] for c in test_clips}
+        primary = event_based_scores(reference, detected, *EVENT_METRICS[self.metric])
+        self.details.append({"round": split.name, "seed": seed, "epochs": probe.epochs_run,
+                             "event_onset_200ms": _round(event_based_scores(reference, detected)),
+                             "segment_1s": _round(segment_based_scores(reference, detected, 1.0)),
+                             "postprocessing": {k: vars(v) for k, v in post.items()}})
+        return float(primary["f_measure"])
+
+
+def probe_sed(task: str, model: ModelChoice, settings: SedSettings = SedSettings(), run: RunOptions = RunOptions(),
+              encoder: Encoder | None = None, record: bool = True) -> Result:
     """Frame-level linear probe of ``model`` on event task ``task``; scores its test clips' detections.
 
     The score is the task's primary event-based F-measure (HEAR's ``evaluation[0]``, by default
-    ``event_onset_200ms_fms``); ``batch_size`` counts whole clips (default 16); ``settings`` holds per round
-    and seed the onset F-measure (200 ms), the segment-based F1 and error rate (1 s), and the chosen
-    post-processing. Appends a row with
-    protocol ``sed`` to ``results/scores.csv`` when ``record``.
+    ``event_onset_200ms_fms``); ``run.batch_size`` counts whole clips (default 16); ``settings["sed"]`` holds per
+    round and seed the onset F-measure (200 ms), the segment-based F1 and error rate (1 s), and the chosen
+    post-processing. Appends a row with protocol ``sed`` to ``results/scores.csv`` when ``record``.
     """
-
-    if encoder is None and ":" not in model:
-        get_encoder_spec(model)
+    if encoder is None:
+        model.check_name()
     if record:
-        from .results import check_writable
-
         check_writable()
     prepared = load_task(task)
-    events = load_events(prepared)
-    metric = primary_metric(task)
-    t_collar, offset, percentage = EVENT_METRICS[metric]
-    encoder = encoder or create_encoder(model, weights=weights, layers=layers, device=device, **(options or {}))
-    label = model_label(model, getattr(encoder, "indices", None) or layers)
-    splits = list(prepared.splits())
+    encoder = encoder or model.build(run.device)
+    layers = layer_names(getattr(encoder, "indices", None) or model.layers)
+    rounds = SedRounds(prepared, [], settings, run.device)
     if encoder.needs_stats:
-        encoder.set_stats(*_stats(encoder, [prepared.paths()[i] for i in splits[0].train]))
-    every = np.arange(len(prepared))
-    with torch.inference_mode():  # the folded, channels-last copy of extract.embed_task
-        frames = embed_clip_frames(optimised_for_inference(encoder), prepared, every, batch_size or 16, on_error,
-                                   progress)
-    rounds, scores, details = [], [], []
-    for split in splits:
-        round_scores = []
-        for seed in seeds:
-            train, valid = (split.train, split.valid) if split.valid is not None and len(split.valid) else \
-                _holdout(split.train, valid_fraction, seed)
-            pick = lambda rows: [frames[i] for i in rows if frames[i] is not None]  # noqa: E731
-            train_clips, valid_clips, test_clips = pick(train), pick(valid), pick(split.test)
-            if not train_clips or not valid_clips or not test_clips:
-                raise EvarError(f"{task} {split.name}: empty train, validation or test clips")
-            classes = sorted({e.label for c in train_clips for e in events[c.file]})
-            if not classes:
-                raise EvarError(f"{task} {split.name}: the training clips hold no events")
-            probe = FrameProbe(loss, lr, max_epochs, patience, afl_gamma=afl_gamma, afl_zeta=afl_zeta,
-                               seed=seed, device=device)
-            probe.fit(*_stack(train_clips, events, classes), *_stack(valid_clips, events, classes))
-            valid_probs = [probe.predict_proba(c.frames) for c in valid_clips]
-            post = tune_postprocessing(valid_clips, valid_probs, events, classes, metric)
-            test_probs = [probe.predict_proba(c.frames) for c in test_clips]
-            detected = _events_by_file(test_clips, test_probs, classes, post)
-            reference = {c.file: events[c.file] for c in test_clips}
-            primary = event_based_scores(reference, detected, t_collar, offset, percentage)
-            onset200 = event_based_scores(reference, detected)
-            segment = segment_based_scores(reference, detected, 1.0)
-            round_scores.append(float(primary["f_measure"]))
-            details.append({"round": split.name, "seed": seed, "epochs": probe.epochs_run,
-                            "event_onset_200ms": _round(onset200), "segment_1s": _round(segment),
-                            "postprocessing": {k: vars(v) for k, v in post.items()}})
-        rounds.append(split.name)
-        scores.append(round_scores)
-    settings = {"sed_metric": metric, "loss": loss, "lr": lr, "max_epochs": max_epochs, "patience": patience,
-                "probe_batch_size": 512, "valid_fraction": valid_fraction, "device": device,
-                "encoder": encoder.config(), "afl_gamma": afl_gamma, "afl_zeta": afl_zeta, "sed": details}
-    result = ProbeResult(task, label, metric, rounds, list(seeds), scores, settings)
+        encoder.set_stats(*_stats(encoder, [prepared.paths()[i] for i in rounds.splits[0].train]))
+    with torch.inference_mode():  # the folded, channels-last copy of the embedding cache
+        rounds.frames = embed_clip_frames(optimised_for_inference(encoder), prepared, np.arange(len(prepared)),
+                                          run.batch_size or 16, run.on_error, run.progress)
+    names, scores = score_rounds(rounds, settings.seeds, progress=False)
+    recorded = {"sed_metric": rounds.metric, "loss": settings.loss, "lr": settings.lr,
+                "max_epochs": settings.max_epochs, "patience": settings.patience, "probe_batch_size": 512,
+                "valid_fraction": settings.valid_fraction, "device": run.device, "encoder": encoder.config(),
+                "afl_gamma": settings.afl_gamma, "afl_zeta": settings.afl_zeta, "sed": rounds.details}
+    result = Result("sed", task, model.name, layers, rounds.metric, names, list(settings.seeds), scores, recorded,
+                    weights_field(model.name, model.weights), encoder.weights_sha256 or "")
     if record:
-        from .results import append_result
-
-        append_result({
-            "protocol": "sed", "model": model, "layers": ",".join(str(l) for l in (getattr(encoder, "indices", None) or layers or [])),
-            "task": task, "metric": metric, "score": round(result.mean, 6), "std": round(result.std, 6),
-            "n_folds": len(rounds), "fold_scores": scores, "seeds": list(seeds),
-            "weights": str(weights) if weights else ("official" if get_spec_weights(model) else ""),
-            "weights_sha256": encoder.weights_sha256 or "", "settings": settings,
-        })
+        record_result(result)
     return result

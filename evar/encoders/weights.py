@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import EvarError
-from .paths import cache_dir
+from evar.errors import EvarError
+from evar.paths import cache_dir
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""The embedding cache: content keys, datasets, the statistics pass, inference copies."""

@@ -1,0 +1,1 @@
+"""Front ends: log-mel spectrograms on torch.stft and Kaldi filter banks."""

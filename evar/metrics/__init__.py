@@ -1,0 +1,1 @@
+"""Scores: classification (accuracy, mAP) and sound event detection."""

@@ -1,0 +1,130 @@
+"""What to evaluate and how: the model choice, run options and each protocol's settings, every default once.
+
+The CLI builds these objects from its arguments; the Python API takes them::
+
+    from evar.options import LinearSettings, ModelChoice, RunOptions
+    evar.probe("esc50", ModelChoice("byola", weights="byola.pth"), LinearSettings(seeds=(42, 43, 44)),
+               RunOptions(device="cuda"))
+
+Fine-tuning's settings, with per-encoder EVAR defaults, are :class:`evar.protocols.finetune.FineTuneSettings`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+from evar.errors import EvarError
+
+ON_ERROR = ("fail", "skip")
+DTYPES = ("float32", "float16")
+LINEAR_MODES = ("evar", "clean")
+SED_LOSSES = ("bce", "afl", "soft_f1")
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """An encoder to evaluate: registered ``name`` (or ``prefix:arg``), checkpoint, layers to fuse, factory options.
+
+    ``weights`` None takes the official file (downloaded on first use); ``layers`` fuses those intermediate
+    layers (EUSIPCO 2022); ``options`` are the factory's keyword arguments (e.g. ``{"mel": "byola"}``).
+    """
+
+    name: str
+    weights: str | None = None
+    layers: tuple[int | str, ...] = ()
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, model: "str | ModelChoice") -> "ModelChoice":
+        return model if isinstance(model, ModelChoice) else cls(model)
+
+    def build(self, device: str = "cpu"):
+        """The encoder, on ``device``, in eval mode."""
+        from evar.encoders import create_encoder
+
+        return create_encoder(self.name, weights=self.weights, layers=list(self.layers) or None, device=device,
+                              **self.options)
+
+    def check_name(self) -> None:
+        """An unknown registered name fails now, before any work."""
+        if ":" not in self.name:
+            from evar.encoders import get_encoder_spec
+
+            get_encoder_spec(self.name)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run executes, not what it computes (never part of a job's identity).
+
+    ``batch_size`` None holds about 32 s of audio per encoder batch; ``on_error`` says what a bad audio file
+    does (stop, or skip it and report); ``dtype`` is the storage type of cached embeddings.
+    """
+
+    device: str = "cpu"
+    batch_size: int | None = None
+    num_workers: int = 0
+    on_error: str = "fail"
+    progress: bool = True
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.on_error not in ON_ERROR:
+            raise EvarError(f"on_error must be one of {ON_ERROR}, got {self.on_error!r}")
+        if self.dtype not in DTYPES:
+            raise EvarError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """A trained probe on frozen embeddings: Adam at ``lr``, at most ``max_epochs``, early stopping after
+    ``patience`` epochs without a better validation score; one run per seed (EVAR's papers: 42, 43, 44)."""
+
+    lr: float = 3e-4
+    max_epochs: int = 200
+    patience: int = 20
+    seeds: tuple[int, ...] = (42,)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        if not self.seeds:
+            raise EvarError("at least one seed is needed")
+
+    def probe_kwargs(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "seeds"}
+
+
+@dataclass(frozen=True)
+class LinearSettings(ProbeSettings):
+    """EVAR's linear evaluation. ``mode="evar"`` replays EVAR's classifier and random stream seed for seed;
+    ``"clean"`` seeds every fold and seed on its own."""
+
+    mode: str = "evar"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.mode not in LINEAR_MODES:
+            raise EvarError(f"linear mode must be one of {LINEAR_MODES}, got {self.mode!r}")
+
+
+@dataclass(frozen=True)
+class SedSettings(ProbeSettings):
+    """The frame-level SED probe (:mod:`evar.protocols.sed`): ``loss`` bce, afl (asymmetric focal loss with
+    ``afl_gamma``/``afl_zeta``) or soft_f1; ``valid_fraction`` of the training clips validate when the task
+    has no validation split."""
+
+    loss: str = "bce"
+    afl_gamma: float = 0.0
+    afl_zeta: float = 1.0
+    valid_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.loss not in SED_LOSSES:
+            raise EvarError(f"SED loss must be one of {SED_LOSSES}, got {self.loss!r}")
+
+
+def seeds_from(values: Sequence[int] | int) -> tuple[int, ...]:
+    """``3`` → ``(42, 43, 44)`` (EVAR's seeds upwards from 42); a sequence is kept."""
+    return tuple(range(42, 42 + values)) if isinstance(values, int) else tuple(values)

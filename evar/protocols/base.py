@@ -1,0 +1,133 @@
+"""The skeleton every protocol runs through, and the one results row.
+
+A protocol run is: resolve the encoder and its label → its data (cached embeddings, clip frames, or the training
+loop's clips) → rounds (the task's folds or fixed split) × seeds → fit and score each → one :class:`Result` →
+the results store (:func:`record`). A protocol supplies the middle step as a :class:`Rounds` object;
+:func:`score_rounds` runs it, for ``evar probe`` and for each round of a sweep alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from evar.errors import EvarError
+from evar.log import log
+
+
+class Rounds:
+    """A protocol's fit-and-score step on prepared data; one instance per run.
+
+    ``chained`` protocols carry state from round to round within a seed (EVAR's random stream): asking for one
+    round trains the rounds before it too.
+    """
+
+    chained: bool = False
+
+    def __init__(self, task) -> None:
+        self.task = task
+        self.splits = list(task.splits())
+
+    def fit_score(self, round_index: int, seed: int) -> float:  # pragma: no cover - the protocols define it
+        raise NotImplementedError
+
+
+def score_rounds(rounds: Rounds, seeds: Sequence[int], progress: bool = True, only_round: int | None = None
+                 ) -> tuple[list[str], list[list[float]]]:
+    """Run ``rounds`` for every seed (or the one round ``only_round``): the round names and ``scores[round][seed]``.
+
+    Seeds are the outer loop, so a chained protocol's seed passes through its rounds in order.
+    """
+    splits = rounds.splits
+    chosen = range(len(splits)) if only_round is None else [only_round]
+    first = 0 if only_round is None or rounds.chained else only_round
+    needed = range(first, chosen[-1] + 1)
+    scores = {r: [0.0] * len(seeds) for r in chosen}
+    bar = tqdm(total=len(needed) * len(seeds), desc=f"{type(rounds).__name__.lower()} {rounds.task.name}",
+               unit="fit", disable=not progress)
+    for s, seed in enumerate(seeds):
+        for r in needed:
+            score = rounds.fit_score(r, seed)  # scored even when not reported: a chained stream draws here too
+            if r in scores:
+                scores[r][s] = score
+            bar.update(1)
+    bar.close()
+    return [splits[r].name for r in chosen], [scores[r] for r in chosen]
+
+
+@dataclass
+class Result:
+    """One run of a protocol: ``scores[round][seed]``, its settings, and what it evaluated — the results row."""
+
+    protocol: str
+    task: str
+    model: str  # the registered name
+    layers: list[str]
+    metric: str
+    rounds: list[str]
+    seeds: list[int]
+    scores: list[list[float]]
+    settings: dict[str, Any] = field(default_factory=dict)
+    weights: str = ""  # the checkpoint given, "official", or "" for weight-free encoders
+    weights_sha256: str = ""
+    run_id: str | None = None
+
+    @property
+    def label(self) -> str:
+        """``model`` or ``model+layers`` (a layer fusion), as tables name the run."""
+        return f"{self.model}+{','.join(self.layers)}" if self.layers else self.model
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.scores))
+
+    @property
+    def std(self) -> float:
+        """Spread over rounds (of the seed means) for CV tasks, over seeds otherwise."""
+        per_round = np.mean(self.scores, axis=1)
+        values = per_round if len(per_round) > 1 else np.asarray(self.scores[0])
+        return float(np.std(values))
+
+    def row(self) -> dict[str, Any]:
+        """The ``scores.csv`` row (the store adds run id, date and version)."""
+        row = {"protocol": self.protocol, "model": self.model, "layers": ",".join(self.layers), "task": self.task,
+               "metric": self.metric, "score": round(self.mean, 6), "std": round(self.std, 6),
+               "n_folds": len(self.rounds), "fold_scores": self.scores, "seeds": self.seeds,
+               "weights": self.weights, "weights_sha256": self.weights_sha256 or "", "settings": self.settings}
+        return {"run_id": self.run_id, **row} if self.run_id else row
+
+    def summary(self) -> str:
+        return f"{self.label} on {self.task}: {self.metric} {100 * self.mean:.2f} ± {100 * self.std:.2f}"
+
+
+def weights_field(model: str, weights: str | None) -> str:
+    """What a row says of the checkpoint: the file given, ``official`` for a registered one, or ``""``."""
+    from evar.encoders import get_spec_weights
+
+    return str(weights) if weights else ("official" if get_spec_weights(model) else "")
+
+
+def layer_names(layers: Sequence[int | str] | None) -> list[str]:
+    return [str(layer) for layer in layers or []]
+
+
+def record(result: Result, skipped: dict[str, str] | None = None) -> dict[str, Any]:
+    """Append ``result``'s row to the store; files left out (``on_error="skip"``) go to
+    ``results/skipped/<run_id>.log``. An unwritable store fails with the score in the message, so it is not lost."""
+    from evar.io import atomic_write_text
+    from evar.paths import results_dir
+    from evar.results.store import append_result
+
+    try:
+        row = append_result(result.row())
+    except EvarError as exc:
+        raise EvarError(f"{exc} — the score of this run: {result.summary()} "
+                        "(embeddings are cached; rerun to record it)") from exc
+    if skipped:
+        path = results_dir() / "skipped" / f"{row['run_id']}.log"
+        atomic_write_text(path, "".join(f"{file}\t{reason}\n" for file, reason in sorted(skipped.items())))
+        log.warning("%d file(s) left out of %s; listed in %s", len(skipped), result.task, path)
+    return row

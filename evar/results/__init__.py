@@ -1,0 +1,1 @@
+"""Results: the store (CSV rows), leaderboards, figures and the published numbers."""

@@ -1,0 +1,1 @@
+"""Sweeps: grids of jobs run locally or on Ray, resumable."""
