@@ -447,7 +447,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 @command("leaderboard")
 def cmd_leaderboard(args: argparse.Namespace) -> None:
     from evar.results.leaderboard import leaderboard_text, parse_names
-    from evar.tasks.base import atomic_write_text
+    from evar.io import atomic_write_text
 
     text = leaderboard_text(fmt=args.format, protocol=args.protocol, tasks=parse_names(args.tasks),
                             models=parse_names(args.models), groups=args.groups,
@@ -468,10 +468,8 @@ def cmd_plot(args: argparse.Namespace) -> None:
     if args.kind == "layers":
         path = plots.plot_layers(args.model, args.task, protocol=args.protocol, out=args.out)
     elif args.kind == "tsne":
-        path = plots.plot_tsne(args.model, args.task, fold=args.fold, split=args.split, weights=args.weights,
-                               layers=_layers(args.layers), device=args.device, batch_size=args.batch_size,
-                               num_workers=args.num_workers, on_error=args.on_error, max_points=args.max_points,
-                               seed=args.seed, perplexity=args.perplexity, out=args.out)
+        path = plots.plot_tsne(_model(args), args.task, fold=args.fold, split=args.split, run=_run(args),
+                               max_points=args.max_points, seed=args.seed, perplexity=args.perplexity, out=args.out)
     else:
         path = plots.plot_bars(protocol=args.protocol, tasks=parse_names(args.tasks), models=parse_names(args.models),
                                out=args.out)

@@ -15,6 +15,7 @@ from evar.embeddings.cache import cache_folder, embed_task
 from evar.encoders.melspec import MelSpecEncoder
 from evar.errors import AudioError
 from evar.synth.trees import make_esc50_tree
+from evar.options import RunOptions
 
 
 class CountingMelSpec(MelSpecEncoder):
@@ -40,10 +41,10 @@ def task(tmp_path: Path):
 
 def test_second_run_reuses_cache(task) -> None:
     first = CountingMelSpec()
-    X1 = embed_task(first, task, "melspec", batch_size=8, progress=False)
+    X1 = embed_task(first, task, "melspec", run=RunOptions(batch_size=8, progress=False))
     assert first.clips == len(task) == 20
     second = CountingMelSpec()
-    X2 = embed_task(second, task, "melspec", batch_size=8, progress=False)
+    X2 = embed_task(second, task, "melspec", run=RunOptions(batch_size=8, progress=False))
     assert second.clips == 0
     np.testing.assert_array_equal(X1, X2)
     np.testing.assert_allclose(X1[:4], second.embed(np.stack([
@@ -55,26 +56,26 @@ def test_changes_invalidate(task) -> None:
     assert cache_folder(MelSpecEncoder(n_mels=32), task, "melspec", 5.0, 42)[0] != base
     assert cache_folder(MelSpecEncoder(), task, "melspec", 4.0, 42)[0] != base
     assert cache_folder(MelSpecEncoder(), task, "melspec", 5.0, 43)[0] != base
-    embed_task(MelSpecEncoder(), task, "melspec", progress=False)
+    embed_task(MelSpecEncoder(), task, "melspec", run=RunOptions(progress=False))
     path = task.paths()[0]
     evar.audio.write_audio(path, np.zeros(1000, dtype=np.float32), 16000)  # the file changed
     assert cache_folder(MelSpecEncoder(), task, "melspec", 5.0, 42)[0] != base
     again = CountingMelSpec()
-    embed_task(again, task, "melspec", progress=False)
+    embed_task(again, task, "melspec", run=RunOptions(progress=False))
     assert again.clips == len(task)
 
 
 def test_interrupted_run_resumes(task, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(embed_module, "CHUNK_ROWS", 6)
-    reference = np.array(embed_task(MelSpecEncoder(), task, "reference", batch_size=3, progress=False))
+    reference = np.array(embed_task(MelSpecEncoder(), task, "reference", run=RunOptions(batch_size=3, progress=False)))
     interrupted = CountingMelSpec(fail_after_batches=5)  # chunk 0 (2 batches) and 1 finish, chunk 2 breaks
     with pytest.raises(KeyboardInterrupt):
-        embed_task(interrupted, task, "melspec", batch_size=3, progress=False)
+        embed_task(interrupted, task, "melspec", run=RunOptions(batch_size=3, progress=False))
     folder, _ = cache_folder(interrupted, task, "melspec", 5.0, 42)
     assert sorted(p.name for p in (folder / "parts").iterdir()) == ["part-00000.npy", "part-00001.npy"]
     assert not (folder / "embeddings.npy").exists()
     resumed = CountingMelSpec()
-    X = embed_task(resumed, task, "melspec", batch_size=3, progress=False)
+    X = embed_task(resumed, task, "melspec", run=RunOptions(batch_size=3, progress=False))
     assert resumed.clips == len(task) - 12
     np.testing.assert_array_equal(X, reference)
     assert not (folder / "parts").exists()
@@ -83,8 +84,8 @@ def test_interrupted_run_resumes(task, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_bad_audio_fails_or_is_skipped(task) -> None:
     task.paths()[3].write_bytes(b"broken after prepare")
     with pytest.raises(AudioError, match=task.paths()[3].name):
-        embed_task(MelSpecEncoder(), task, "melspec", progress=False)
-    X = embed_task(MelSpecEncoder(), task, "melspec2", on_error="skip", progress=False)
+        embed_task(MelSpecEncoder(), task, "melspec", run=RunOptions(progress=False))
+    X = embed_task(MelSpecEncoder(), task, "melspec2", run=RunOptions(on_error="skip", progress=False))
     assert np.isnan(X[3]).all() and np.isfinite(np.delete(np.asarray(X), 3, axis=0)).all()
     folder, _ = cache_folder(MelSpecEncoder(), task, "melspec2", 5.0, 42)
     assert list(json.loads((folder / "manifest.json").read_text())["skipped"]) == [task.meta["file"][3]]
@@ -92,12 +93,12 @@ def test_bad_audio_fails_or_is_skipped(task) -> None:
 
 def test_normalisation_stats_are_measured_once_and_restored(task, byola512_weights: Path) -> None:
     encoder = evar.load_encoder("byola", weights=str(byola512_weights))
-    X = embed_task(encoder, task, "byola", progress=False)
+    X = embed_task(encoder, task, "byola", run=RunOptions(progress=False))
     folder, _ = cache_folder(encoder, task, "byola", 5.0, 42)
     stats = json.loads((folder / "manifest.json").read_text())["stats"]
     assert stats[1] > 0 and torch.allclose(encoder.stats, torch.tensor(stats))
     fresh = evar.load_encoder("byola", weights=str(byola512_weights))
-    np.testing.assert_array_equal(embed_task(fresh, task, "byola", progress=False), X)
+    np.testing.assert_array_equal(embed_task(fresh, task, "byola", run=RunOptions(progress=False)), X)
     assert torch.allclose(fresh.stats, torch.tensor(stats))
 
 
@@ -122,19 +123,17 @@ def test_random_crops_follow_the_relative_file_name(tmp_path: Path) -> None:
 
 def test_shards_merge_into_the_unsharded_embeddings(task, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(embed_module, "CHUNK_ROWS", 3)  # 20 clips -> 7 chunks over 3 shards
-    reference = np.array(embed_task(MelSpecEncoder(), task, "melspec", batch_size=2, progress=False,
-                                    root=tmp_path / "whole"))
+    reference = np.array(embed_task(MelSpecEncoder(), task, "melspec", run=RunOptions(batch_size=2, progress=False), root=tmp_path / "whole"))
     counts = []
     for index in (2, 0, 1):  # any order; the last shard to finish assembles
         encoder = CountingMelSpec()
-        X = embed_task(encoder, task, "melspec", batch_size=2, progress=False, root=tmp_path / "sharded",
-                       shard=(index, 3))
+        X = embed_task(encoder, task, "melspec", run=RunOptions(batch_size=2, progress=False), root=tmp_path / "sharded", shard=(index, 3))
         counts.append(encoder.clips)
         assert (X is None) == (index != 1)
     assert counts == [6, 8, 6]  # chunks {2,5}, {0,3,6 (2 clips)}, {1,4}: each clip embedded once
     np.testing.assert_array_equal(X, reference)
     again = CountingMelSpec()
-    np.testing.assert_array_equal(embed_task(again, task, "melspec", progress=False, root=tmp_path / "sharded"), X)
+    np.testing.assert_array_equal(embed_task(again, task, "melspec", run=RunOptions(progress=False), root=tmp_path / "sharded"), X)
     assert again.clips == 0
 
 
@@ -146,8 +145,8 @@ def test_shard_argument_is_checked() -> None:
 
 
 def test_float16_storage_halves_the_cache(task, tmp_path: Path) -> None:
-    full = embed_task(MelSpecEncoder(), task, "melspec", progress=False)
-    half = embed_task(MelSpecEncoder(), task, "melspec", progress=False, dtype="float16")
+    full = embed_task(MelSpecEncoder(), task, "melspec", run=RunOptions(progress=False))
+    half = embed_task(MelSpecEncoder(), task, "melspec", run=RunOptions(progress=False, dtype="float16"))
     assert full.dtype == np.float32 and half.dtype == np.float16
     np.testing.assert_allclose(half, full, rtol=1e-3, atol=1e-3)
     assert cache_folder(MelSpecEncoder(), task, "melspec", 5.0, 42, dtype="float16")[0] != \
@@ -162,7 +161,7 @@ def test_stats_pass_audio_is_reused_and_matches_two_passes(task, byola512_weight
     load = embed_module.load_audio
     monkeypatch.setattr(embed_module, "load_audio", lambda path, sr: decoded.append(Path(path).name) or load(path, sr))
     encoder = evar.load_encoder("byola", weights=str(byola512_weights))
-    X = np.array(embed_task(encoder, task, "byola", progress=False))
+    X = np.array(embed_task(encoder, task, "byola", run=RunOptions(progress=False)))
     assert sorted(decoded) == sorted(p.name for p in task.paths())  # each clip once
     assert not list(cache_folder(encoder, task, "byola", 5.0, 42)[0].glob("stats-audio-*"))
 

@@ -10,7 +10,8 @@ from torch.utils.data import DataLoader
 
 from evar.encoders.base import default_init_words
 from evar.encoders.byola import AudioNTT2020
-from evar.protocols.evar_stream import holdout, init_linear, loader_iteration, pass1_orders, skip_words, stats_batches
+from evar.protocols.splits import EVAR_HOLDOUT, holdout
+from evar.protocols.evar_stream import init_linear, loader_iteration, pass1_orders, skip_words, stats_batches
 
 
 def _same_state(generator: torch.Generator) -> None:
@@ -66,7 +67,7 @@ def test_holdout_is_scikit_learns_split_until_every_class_is_held_out() -> None:
         X_trn, X_val, y_trn, y_val = train_test_split(np.arange(len(y)), y, test_size=0.1)
         if len(set(y_val)) == 6:
             break
-    train, valid = holdout(y, np.random.RandomState(5))
+    train, valid = holdout(len(y), np.random.RandomState(5), EVAR_HOLDOUT, y)
     np.testing.assert_array_equal(valid, X_val)
     np.testing.assert_array_equal(train, X_trn)
 

@@ -3,7 +3,6 @@ fine-tuning solves and a frozen linear probe cannot, and resume == uninterrupted
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
@@ -15,18 +14,21 @@ import torch
 from torch import nn
 
 from evar.api import probe
+from evar.cli import main
 from evar.audio import write_audio
 from evar.encoders.base import Encoder
 from evar.errors import EvarError
 from evar.frontends.logmel import LogMelSpectrogram
 from evar.protocols.finetune import (
-    FT_DEFAULTS, FineTuneModel, FineTuneSettings, TaskHead, WarmupCosine, finetune, finetune_from_args,
-    holdout_rows, resolve_settings, supports_feature_augment, warmup_cosine_lr,
+    FineTuneModel, FineTuneSettings, TaskHead, WarmupCosine, finetune, finetune_defaults,
+    resolve_settings, supports_feature_augment, warmup_cosine_lr,
 )
 from evar.results.store import read_results
 from evar.synth.trees import make_esc50_tree
 from evar.tasks import TaskSpec, prepare_task, save_prepared
 from evar.encoders.weights import load_state_dict
+from evar.options import ModelChoice, RunOptions
+from evar.protocols.splits import HoldoutRule, holdout_rows
 
 SR = 16000
 UNIT_SEC = 0.4
@@ -107,7 +109,7 @@ def test_per_encoder_defaults_and_overrides():
     assert (ast.lr, ast.batch_size, ast.warmup_epochs, ast.freq_mask, ast.time_mask) == (2.0, 64, 4, 24, 96)
     s = resolve_settings("byola", lr=0.01, rrc=False, epochs=None)
     assert (s.lr, s.rrc, s.epochs, s.optimizer, s.cv_protocol) == (0.01, False, 200, "sgd", "holdout")
-    assert FT_DEFAULTS["byola"]["lr"] == 0.001
+    assert finetune_defaults("byola")["lr"] == 0.001 and finetune_defaults("byola")["rrc"]
     for bad, match in ((dict(lr=0), "--lr"), (dict(loss="hinge"), "--loss"), (dict(cv_protocol="x"), "--cv-protocol"),
                        (dict(mix_training=True, epochs=1), "--mix-training"), (dict(batch_size=1), "--batch-size"),
                        (dict(learning_rate=1), "unknown")):
@@ -142,7 +144,7 @@ def test_head_is_evar_head_and_holdout_covers_classes():
     assert not head.norm.affine and head.norm.weight is None
     assert abs(float(head.linear.weight.detach().std()) - 0.01) < 5e-4 and not head.linear.bias.detach().any()
     y = np.array([0] * 18 + [1] * 18 + [2] * 4)
-    train, valid = holdout_rows(np.arange(40), y, 0.1, seed=3, multilabel=False)
+    train, valid = holdout_rows(np.arange(40), np.random.default_rng(3), HoldoutRule(0.1), y)
     assert len(valid) == 4 and set(y[valid]) == {0, 1, 2} and sorted(np.r_[train, valid]) == list(range(40))
 
 
@@ -153,8 +155,8 @@ def test_finetune_byola_end_to_end_on_esc50_tree(tmp_path, byola512_weights, cap
     root = make_esc50_tree(tmp_path / "ESC-50-master", n_classes=2, clips_per_class_per_fold=1,
                            sample_rate=16000, seconds=1.0)
     prepare_task("esc50", root)
-    result = finetune("esc50", "byola", weights=str(byola512_weights), epochs=1, warmup_epochs=0, progress=False)
-    assert result.rounds == [f"fold{k}" for k in range(1, 6)] and all(0 <= s <= 1 for s in result.scores)
+    result = finetune("esc50", ModelChoice("byola", weights=str(byola512_weights)), {'epochs': 1, 'warmup_epochs': 0}, run=RunOptions(progress=False))
+    assert result.rounds == [f"fold{k}" for k in range(1, 6)] and all(0 <= s[0] <= 1 for s in result.scores)
     row = read_results().iloc[-1]
     assert (row["protocol"], row["model"], row["task"], row["metric"], int(row["n_folds"])) == (
         "finetune", "byola", "esc50", "accuracy", 5)
@@ -163,7 +165,7 @@ def test_finetune_byola_end_to_end_on_esc50_tree(tmp_path, byola512_weights, cap
     settings = json.loads(row["settings"])
     assert settings["cv_protocol"] == "holdout" and settings["lr"] == 0.001 and settings["batch_size"] == 256
     assert settings["validation"].startswith("holdout")
-    run_dir = result.run_dir
+    run_dir = Path(result.settings["run_dir"])
     assert run_dir.parent == tmp_path / "results" / "finetune" / "esc50" and run_dir.name == f"byola-{result.run_id}"
     log = pd.read_csv(run_dir / "log.csv")
     assert list(log.columns) == ["round", "epoch", "phase", "lr", "train_loss", "valid", "test"] and len(log) == 5
@@ -182,10 +184,8 @@ def test_finetune_beats_its_own_linear_probe(tmp_path):
     learns the temporal taps. Deterministic data; margins hold across data seeds 0-5 (probe <= .70,
     fine-tuned >= .975 when this was written)."""
     make_order_task(tmp_path / "order", "order", {"train": 32, "valid": 16, "test": 40})
-    linear = probe("order", "tiny", encoder=TinyEncoder(), record=False, progress=False)
-    tuned = finetune("order", "tiny", encoder=TinyEncoder(), epochs=20, batch_size=16, lr=0.01, optimizer="adamw",
-                     warmup_epochs=1, mixup=0.0, freq_mask=0, time_mask=0, rrc=False, epoch_test=False,
-                     progress=False)
+    linear = probe("order", "tiny", run=RunOptions(progress=False), encoder=TinyEncoder(), record=False)
+    tuned = finetune("order", ModelChoice("tiny"), {'epochs': 20, 'batch_size': 16, 'lr': 0.01, 'optimizer': "adamw", 'warmup_epochs': 1, 'mixup': 0.0, 'freq_mask': 0, 'time_mask': 0, 'rrc': False, 'epoch_test': False}, run=RunOptions(progress=False), encoder=TinyEncoder())
     assert linear.mean <= 0.75, linear.mean
     assert tuned.mean >= 0.9 and tuned.mean - linear.mean >= 0.25, (tuned.mean, linear.mean)
     rows = read_results()
@@ -202,7 +202,8 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     resize crop and dropout all draw random numbers, so every RNG must be restored."""
     make_order_task(tmp_path / "cv", "order_cv", {1: 12, 2: 12}, folds=2)
     options = dict(epochs=4, batch_size=8, lr=0.05, warmup_epochs=1, mixup=0.5, freq_mask=4, time_mask=8,
-                   rrc=True, progress=False)
+                   rrc=True)
+    quiet = RunOptions(progress=False)
 
     def capture(store: dict, stop_at: tuple | None = None):
         def hook(round_name: str, epoch: int, model: nn.Module) -> None:
@@ -212,28 +213,29 @@ def test_resume_equals_uninterrupted_run(tmp_path):
         return hook
 
     full: dict = {}
-    reference = finetune("order_cv", "tiny", encoder=TinyEncoder(), epoch_hook=capture(full), **options)
+    reference = finetune("order_cv", ModelChoice("tiny"), options, quiet, encoder=TinyEncoder(), epoch_hook=capture(full))
     parts: dict = {}
     with pytest.raises(Interrupt):
-        finetune("order_cv", "tiny", encoder=TinyEncoder(), epoch_hook=capture(parts, ("fold1", 1)), **options)
+        finetune("order_cv", ModelChoice("tiny"), options, quiet, encoder=TinyEncoder(),
+                 epoch_hook=capture(parts, ("fold1", 1)))
     with pytest.raises(Interrupt):
-        finetune("order_cv", "tiny", encoder=TinyEncoder(), resume=True,
-                 epoch_hook=capture(parts, ("fold2", 0)), **options)
+        finetune("order_cv", ModelChoice("tiny"), options, quiet, resume=True, encoder=TinyEncoder(),
+                 epoch_hook=capture(parts, ("fold2", 0)))
     final_session: dict = {}
-    resumed = finetune("order_cv", "tiny", encoder=TinyEncoder(), resume=True, epoch_hook=capture(final_session),
-                       **options)
+    resumed = finetune("order_cv", ModelChoice("tiny"), options, quiet, resume=True, encoder=TinyEncoder(),
+                       epoch_hook=capture(final_session))
     assert sorted(final_session) == [("fold2", 1), ("fold2", 2), ("fold2", 3)]  # nothing trained twice
     parts.update(final_session)
-    assert resumed.run_dir != reference.run_dir and resumed.run_id == resumed.run_dir.name.rsplit("-", 1)[1]
+    assert Path(resumed.settings["run_dir"]) != Path(reference.settings["run_dir"]) and resumed.run_id == Path(resumed.settings["run_dir"]).name.rsplit("-", 1)[1]
     for key in [("fold1", 3), ("fold2", 3)]:
         for name, tensor in full[key].items():
             assert torch.allclose(tensor.float(), parts[key][name].float(), atol=1e-6, rtol=0), (key, name)
-    a, b = pd.read_csv(reference.run_dir / "log.csv"), pd.read_csv(resumed.run_dir / "log.csv")
+    a, b = pd.read_csv(Path(reference.settings["run_dir"]) / "log.csv"), pd.read_csv(Path(resumed.settings["run_dir"]) / "log.csv")
     assert a[["round", "epoch", "phase"]].equals(b[["round", "epoch", "phase"]])
     assert np.allclose(a[["lr", "train_loss", "valid", "test"]], b[["lr", "train_loss", "valid", "test"]], atol=1e-6)
     assert np.allclose(reference.scores, resumed.scores, atol=1e-6)
     for fold in ("fold1", "fold2"):
-        x, y = load_state_dict(reference.run_dir / fold / "best.safetensors"), load_state_dict(resumed.run_dir / fold / "best.safetensors")
+        x, y = load_state_dict(Path(reference.settings["run_dir"]) / fold / "best.safetensors"), load_state_dict(Path(resumed.settings["run_dir"]) / fold / "best.safetensors")
         assert all(torch.allclose(x[k].float(), y[k].float(), atol=1e-6, rtol=0) for k in x)
     assert len(read_results()) == 2  # the interrupted sessions recorded nothing; the resumed run once
 
@@ -242,32 +244,28 @@ def test_resume_equals_uninterrupted_run(tmp_path):
 
 def test_mix_training_losses_early_stop_and_cli_adapter(tmp_path, capsys, monkeypatch, caplog: pytest.LogCaptureFixture):
     make_order_task(tmp_path / "small", "small", {"train": 8, "valid": 4, "test": 4})
-    mixed = finetune("small", "tiny", encoder=TinyEncoder(), epochs=4, batch_size=4, mix_training=True,
-                     mix_epochs=0.5, loss="afl", afl_gamma=2.0, inverse_frequency=True, progress=False, record=False)
-    log = pd.read_csv(mixed.run_dir / "log.csv")
+    mixed = finetune("small", ModelChoice("tiny"), {'epochs': 4, 'batch_size': 4, 'mix_training': True, 'mix_epochs': 0.5, 'loss': "afl", 'afl_gamma': 2.0, 'inverse_frequency': True}, run=RunOptions(progress=False), encoder=TinyEncoder(), record=False)
+    log = pd.read_csv(Path(mixed.settings["run_dir"]) / "log.csv")
     assert list(log["phase"]) == ["mix", "mix", "train", "train"]
     # EVAR's rule: stop once epoch > best epoch + N, i.e. after epoch best + N + 1
-    stopped = finetune("small", "tiny", encoder=TinyEncoder(), epochs=30, batch_size=4, lr=1e-9, early_stop=2,
-                       warmup_epochs=0, mixup=0.0, progress=False, record=False, loss="wce")
-    best_epoch = json.loads((stopped.run_dir / "test" / "result.json").read_text())["best_epoch"]
-    assert len(pd.read_csv(stopped.run_dir / "log.csv")) == best_epoch + 2 + 2 < 30
+    stopped = finetune("small", ModelChoice("tiny"), {'epochs': 30, 'batch_size': 4, 'lr': 1e-9, 'early_stop': 2, 'warmup_epochs': 0, 'mixup': 0.0, 'loss': "wce"}, run=RunOptions(progress=False), encoder=TinyEncoder(), record=False)
+    best_epoch = json.loads((Path(stopped.settings["run_dir"]) / "test" / "result.json").read_text())["best_epoch"]
+    assert len(pd.read_csv(Path(stopped.settings["run_dir"]) / "log.csv")) == best_epoch + 2 + 2 < 30
     for loss in ("bce", "soft_f1"):
-        finetune("small", "tiny", encoder=TinyEncoder(), epochs=1, batch_size=4, loss=loss, freeze=True,
-                 progress=False, record=False)
+        finetune("small", ModelChoice("tiny"), {'epochs': 1, 'batch_size': 4, 'loss': loss, 'freeze': True}, run=RunOptions(progress=False), encoder=TinyEncoder(), record=False)
     # a multi-label task: BCE (EVAR's "ce" for multi-label) and mAP
     rows = pd.read_csv(tmp_path / "prepared" / "small.csv")
     rows["label"] = ["low_high;high_low" if i % 3 == 0 else label for i, label in enumerate(rows["label"])]
     save_prepared(TaskSpec("small_ml", unit_sec=UNIT_SEC, multilabel=True), tmp_path / "small", rows, [])
-    tagged = finetune("small_ml", "tiny", encoder=TinyEncoder(), epochs=2, batch_size=4, progress=False, record=False)
+    tagged = finetune("small_ml", ModelChoice("tiny"), {'epochs': 2, 'batch_size': 4}, run=RunOptions(progress=False), encoder=TinyEncoder(), record=False)
     assert tagged.metric == "mAP" and 0 < tagged.mean <= 1
     # the command line adapter (the lead's `evar finetune` calls it); unset options keep the defaults
-    monkeypatch.setattr("evar.protocols.finetune.create_encoder", lambda *a, **k: TinyEncoder())
-    args = argparse.Namespace(task="small", model="tiny", weights=None, device="cpu", num_workers=0, resume=False,
-                              epochs=1, batch_size=4, lr=None, rrc=None, amp=True, loss=None)
-    result = finetune_from_args(args)
+    monkeypatch.setattr("evar.options.ModelChoice.build", lambda *a, **k: TinyEncoder())
+    assert main(["finetune", "--task", "small", "--model", "tiny", "--epochs", "1", "--batch-size", "4", "--amp"]) == 0
+    recorded = json.loads(read_results().iloc[-1]["settings"])
     # a warning through the evar logger (to pytest's capture, or to stderr once a CLI call installed its handler)
     assert "--amp works on CUDA only" in caplog.text + capsys.readouterr().err
-    assert result.settings["amp"] is False and result.settings["lr"] == 0.001 and result.settings["feature_augment"]
+    assert recorded["amp"] is False and recorded["lr"] == 0.001 and recorded["feature_augment"]
 
 
 def test_feature_hook_detection_and_augmented_forward():

@@ -7,6 +7,7 @@ import pytest
 
 from evar.metrics.classification import mean_average_precision
 from evar.protocols.linear import LinearProbe
+from evar.protocols.splits import EVAR_HOLDOUT, HoldoutRule, holdout, holdout_rows
 
 
 def _blobs(n: int, d: int, classes: int, seed: int, spread: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -26,11 +27,17 @@ def test_fit_predict_score_on_separable_data() -> None:
 
 def test_holdout_contains_every_class_and_is_seeded() -> None:
     y = np.array([0] * 50 + [1] * 50 + [2] * 3)
-    probe = LinearProbe(seed=3)
-    train, valid = probe._holdout(y, np.random.default_rng(3))
+    train, valid = holdout(len(y), np.random.default_rng(3), HoldoutRule(0.1), y)
     assert set(y[valid]) == {0, 1, 2} and len(valid) == 10 and len(set(train) | set(valid)) == len(y)
-    again = probe._holdout(y, np.random.default_rng(3))
+    again = holdout(len(y), np.random.default_rng(3), HoldoutRule(0.1), y)
     np.testing.assert_array_equal(valid, again[1])
+    # rows of a round: sorted train and validation rows; EVAR's rule holds out ceil(10%) and covers multi-hot labels
+    rows = np.arange(100, 203)
+    train_rows, valid_rows = holdout_rows(rows, np.random.default_rng(3), HoldoutRule(0.1), np.r_[np.zeros(100), y])
+    assert (np.diff(valid_rows) > 0).all() and set(valid_rows) | set(train_rows) == set(rows)
+    multi = np.eye(3)[y]
+    _, evar_valid = holdout(len(y), np.random.RandomState(0), EVAR_HOLDOUT, multi)
+    assert len(evar_valid) == 11 and (multi[evar_valid].sum(axis=0) > 0).all()
 
 
 def test_same_seed_same_result_and_early_stopping() -> None:

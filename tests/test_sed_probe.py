@@ -17,6 +17,7 @@ from evar.protocols.sed import (
 from evar.metrics.sed import Event
 from evar.synth.sed import make_hear_event_task, make_sed_csv_tree
 from evar.tasks.hear import prepare_hear
+from evar.options import ModelChoice, RunOptions, SedSettings
 
 
 def test_frame_targets_include_both_ends():
@@ -88,7 +89,7 @@ def test_generated_csv_task_end_to_end(tmp_path: Path, capsys: pytest.CaptureFix
     control.write_text(csv.read_text())
     _shuffle_timing(control)
     assert main(["prepare", "sed", "--csv", str(control), "--root", str(tmp_path / "data"), "--name", "control"]) == 0
-    shuffled = probe_sed("control", "melspec", max_epochs=40, record=False, progress=False)
+    shuffled = probe_sed("control", ModelChoice("melspec"), settings=SedSettings(max_epochs=40), run=RunOptions(progress=False), record=False)
     assert shuffled.mean < 0.5 < float(row["score"])
 
 
@@ -97,10 +98,10 @@ def test_hear_event_folder_with_focal_and_soft_f1_losses(tmp_path: Path):
     prepare_hear(root, name="hear_sed")
     from evar.api import probe  # the Python API routes event tasks to the SED probe
 
-    result = probe("hear_sed", "melspec", max_epochs=30, lr=1e-3, record=False, progress=False)
+    result = probe("hear_sed", "melspec", settings=SedSettings(max_epochs=30, lr=1e-3), run=RunOptions(progress=False), record=False)
     assert result.metric == "event_onset_200ms_fms" and result.mean > 0.5
     for loss in ("afl", "soft_f1"):
-        other = probe_sed("hear_sed", "melspec", loss=loss, afl_gamma=1.0, max_epochs=30, record=False, progress=False)
+        other = probe_sed("hear_sed", ModelChoice("melspec"), settings=SedSettings(loss=loss, afl_gamma=1.0, max_epochs=30), run=RunOptions(progress=False), record=False)
         assert other.settings["loss"] == loss and 0.0 <= other.mean <= 1.0
 
 
@@ -110,5 +111,5 @@ def test_encoder_with_task_statistics(tmp_path: Path):
 
     weights, _ = write_checkpoint("byola", tmp_path / "ckpt")
     prepare_hear(make_hear_event_task(tmp_path / "t", clips={"train": 4, "valid": 2, "test": 2}), name="sed_stats")
-    result = probe_sed("sed_stats", "byola", weights=str(weights), max_epochs=10, record=False, progress=False)
+    result = probe_sed("sed_stats", ModelChoice("byola", weights=str(weights)), settings=SedSettings(max_epochs=10), run=RunOptions(progress=False), record=False)
     assert result.settings["encoder"]["class"] == "BYOLAEncoder" and 0.0 <= result.mean <= 1.0

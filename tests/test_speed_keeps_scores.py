@@ -21,6 +21,7 @@ import pytest
 
 import evar
 from evar.synth.trees import make_esc50_tree
+from evar.options import LinearSettings, ModelChoice, RunOptions
 
 BEFORE_SPEED_WORK = [0.650, 0.655, 0.725, 0.625, 0.745]
 
@@ -33,7 +34,7 @@ def test_probe_scores_equal_those_before_the_speed_work(tmp_path: Path, monkeypa
                            seconds=5.0, seed=5, noise=1.0)
     evar.prepare_task("esc50", root)
     monkeypatch.setattr("evar.encoders.byola.BYOLAEncoder.evar_init_words", None)  # the seeded statistics order
-    result = evar.probe("esc50", "byola", weights=str(byola512_weights), progress=False, mode="clean")
+    result = evar.probe("esc50", ModelChoice("byola", weights=str(byola512_weights)), settings=LinearSettings(mode="clean"), run=RunOptions(progress=False))
     fold_scores = [s[0] for s in result.scores]
     assert fold_scores == pytest.approx(BEFORE_SPEED_WORK, abs=0.0051)
     assert result.mean == pytest.approx(0.68, abs=0.002)

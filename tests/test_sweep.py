@@ -18,6 +18,7 @@ from evar.cli import main
 from evar.errors import EvarError
 from evar.results.store import read_results
 from evar.sweep.jobs import JobStore, effective_state, make_grid, parse_models, run_sweep, status_text
+from evar.options import LinearSettings, ModelChoice, RunOptions
 from sweep_support import comparable, grid, prepare_esc50, prepare_spcv2
 
 
@@ -53,7 +54,7 @@ def test_sweep_row_is_the_probe_row(tmp_path: Path) -> None:
     prepare_esc50(tmp_path)
     job = [j for j in grid(tmp_path) if j.model == "byola" and j.task == "esc50"][0]
     run_sweep([job])
-    evar.api.probe("esc50", "byola", weights=job.weights, seeds=[42, 43], max_epochs=20, patience=5, progress=False)
+    evar.api.probe("esc50", ModelChoice("byola", weights=job.weights), settings=LinearSettings(seeds=tuple([42, 43]), max_epochs=20, patience=5), run=RunOptions(progress=False))
     first, second = comparable(read_results()[:1]), comparable(read_results()[1:])
     assert first == second
 

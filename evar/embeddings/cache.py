@@ -48,7 +48,7 @@ from evar.embeddings.content import content_signature, index_path_for
 from evar.protocols.evar_stream import stats_batches, task_pass1_orders
 from evar.embeddings.stats import front_end_stats
 from evar.tasks import Task
-from evar.tasks.base import atomic_write_text
+from evar.io import atomic_write_text, file_sha256
 
 from evar.log import log
 
@@ -250,14 +250,6 @@ def _write_error(path: Path, exc: OSError) -> EvarError:
                      f"free space (or point EVAR_EMBEDDINGS_DIR elsewhere) and rerun to resume")
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _load_checked(path: Path, rows: int, written: dict | None = None) -> np.ndarray | None:
     """The array at ``path`` memory-mapped; None when it is absent, or damaged (after saying why).
 
@@ -272,7 +264,7 @@ def _load_checked(path: Path, rows: int, written: dict | None = None) -> np.ndar
     except (ValueError, OSError, EOFError) as exc:
         damaged, array = f"unreadable ({exc})", None
     if not damaged and written and written.get("sha256") and path.stat().st_mtime_ns != written.get("mtime_ns") \
-            and _file_sha256(path) != written["sha256"]:
+            and file_sha256(path) != written["sha256"]:
         damaged = "checksum differs from the one recorded when it was written"
     if damaged:
         log.warning("%s is damaged (%s); recomputing it", path, damaged if isinstance(damaged, str) else "wrong size")
@@ -475,7 +467,7 @@ def _assemble_when_complete(folder: Path, n_chunks: int, n_rows: int, shard: tup
                 start += len(part)
             out.flush()
             del out
-            _update_manifest(folder / "manifest.json", {"sha256": _file_sha256(tmp), "rows": n_rows,
+            _update_manifest(folder / "manifest.json", {"sha256": file_sha256(tmp), "rows": n_rows,
                                                         "mtime_ns": tmp.stat().st_mtime_ns})
             os.replace(tmp, final)
         except OSError as exc:

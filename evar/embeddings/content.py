@@ -72,7 +72,7 @@ def _read_index(path: Path, root: Path) -> dict[str, list]:
 
 
 def _write_index(path: Path, root: Path, index: dict[str, list]) -> None:
-    from evar.tasks.base import atomic_write_text
+    from evar.io import atomic_write_text
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

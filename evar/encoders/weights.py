@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import pickle
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from evar.io import file_sha256  # noqa: F401  (encoders import it from here)
 from evar.errors import EvarError
 from evar.paths import cache_dir
 
@@ -38,15 +38,6 @@ def register_weights(key: str, weight_file: WeightFile) -> WeightFile:
 
 def weights_cache_dir() -> Path:
     return cache_dir() / "weights"
-
-
-def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    """sha256 hex digest of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _fetch(url: str, part: Path, progress: bool, desc: str) -> None:

@@ -56,7 +56,7 @@ from evar.protocols.linear import seed_everything
 from evar.results.store import append_result, check_writable
 from evar.embeddings.stats import front_end_stats
 from evar.tasks import Split, Task, load_task
-from evar.tasks.base import atomic_write_text
+from evar.io import atomic_write, atomic_write_text
 from evar.encoders.weights import load_state_dict
 from evar.log import log
 
@@ -277,17 +277,14 @@ def _loader(dataset: Dataset, batches: list[list[int]], num_workers: int) -> Dat
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def _atomic_safetensors(state: dict[str, torch.Tensor], path: Path) -> None:
     from safetensors.torch import save_file
 
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous().clone() for k, v in state.items()}, str(tmp))
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: save_file({k: v.detach().cpu().contiguous().clone() for k, v in state.items()},
+                                             str(tmp)))
 
 
 def _rng_states(np_rng: np.random.Generator) -> dict[str, Any]:

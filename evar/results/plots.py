@@ -11,6 +11,8 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
+from evar.options import ModelChoice, RunOptions
+
 import numpy as np
 import pandas as pd
 
@@ -182,10 +184,9 @@ def tsne_points(embeddings: np.ndarray, seed: int = 42, perplexity: float = 30.0
                 random_state=seed).fit_transform(X)
 
 
-def plot_tsne(model: str, task: str, fold: int | None = None, split: str | None = None, weights: str | None = None,
-              layers: Sequence[int | str] | None = None, device: str = "cpu", batch_size: int | None = None,
-              num_workers: int = 0, on_error: str = "fail", max_points: int = 5000, seed: int = 42,
-              perplexity: float = 30.0, out: str | Path | None = None) -> Path:
+def plot_tsne(model: str | ModelChoice, task: str, fold: int | None = None, split: str | None = None,
+              run: RunOptions | None = None, max_points: int = 5000, seed: int = 42, perplexity: float = 30.0,
+              out: str | Path | None = None) -> Path:
     """t-SNE of ``model``'s embeddings of ``task`` (from the cache, computed when missing), coloured by
     class. ``fold`` keeps that fold's clips (the test rows of cross-validation round k), ``split``
     one split (train/valid/test) of a fixed-split task; neither keeps every clip. At most
@@ -195,8 +196,8 @@ def plot_tsne(model: str, task: str, fold: int | None = None, split: str | None 
 
     prepared = load_task(task)
     rows = _subset_rows(prepared, fold, split)
-    X = np.asarray(embed(model, task=task, weights=weights, layers=layers, device=device, batch_size=batch_size,
-                         num_workers=num_workers, on_error=on_error))
+    model = ModelChoice.of(model)
+    X = np.asarray(embed(model, task=task, run=run or RunOptions()))
     labels = prepared.meta["label"].astype(str).str.split(";").str[0].to_numpy()
     rows = rows[np.isfinite(X[rows]).all(axis=1)]
     total = len(rows)
@@ -221,7 +222,7 @@ def plot_tsne(model: str, task: str, fold: int | None = None, split: str | None 
     else:
         ax.text(0.01, 0.01, f"{len(classes)} classes, one colour each (legend omitted)", transform=ax.transAxes,
                 fontsize="small")
-    parts = [model + (f"+{','.join(map(str, layers))}" if layers else ""), task] + (
+    parts = [model.name + (f"+{','.join(map(str, model.layers))}" if model.layers else ""), task] + (
         [f"fold{fold}"] if fold is not None else [split] if split else [])
     return save_png(fig, out or default_path("tsne", *parts))
 

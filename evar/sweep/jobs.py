@@ -43,7 +43,7 @@ from evar.protocols.linear import evaluate_embeddings, evar_row_orders
 from evar.paths import cache_dir, embeddings_dir, prepared_tasks_dir, results_dir
 from evar.results.store import append_result, read_results
 from evar.tasks import load_task
-from evar.tasks.base import atomic_write_text
+from evar.io import atomic_write_text
 from evar.log import log
 
 PROTOCOLS = ("linear", "finetune")

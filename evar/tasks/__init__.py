@@ -12,9 +12,10 @@ from typing import Callable
 import pandas as pd
 
 from evar.errors import EvarError, unknown_name
+from evar.io import atomic_write_text
 from evar.paths import prepared_tasks_dir
 from evar.tasks.base import (
-    LABEL_SEPARATOR, ON_ERROR_CHOICES, Split, Task, TaskSpec, atomic_write_text, check_audio_files, check_metadata,
+    LABEL_SEPARATOR, ON_ERROR_CHOICES, Split, Task, TaskSpec, check_audio_files, check_metadata,
     describe_findings, require_files, split_labels, summarise,
 )
 from evar.log import log

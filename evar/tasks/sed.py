@@ -33,7 +33,7 @@ from evar.tasks import (
     LABEL_SEPARATOR, Task, TaskSpec, _REGISTRY, _load_builtins, check_audio_files, get_task_spec, metadata_paths,
     save_prepared,
 )
-from evar.tasks.base import atomic_write_text
+from evar.io import atomic_write_text
 from evar.tasks.custom import read_csv_table
 from evar.log import log
 

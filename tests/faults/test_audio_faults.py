@@ -14,6 +14,7 @@ import soundfile as sf
 import evar
 from evar.audio import load_audio, write_audio
 from evar.synth.trees import synth_clip
+from evar.options import RunOptions
 
 from .helpers import FAST_PROBE, RATE, SECONDS, add_rows, cli, results_rows
 
@@ -98,7 +99,7 @@ def test_silent_clip_is_valid_audio(tree, evar_dirs: Path, mode: str) -> None:
     probed = _probe(mode)
     assert probed.rc == 0, probed.err
     assert "bad.wav" not in probed.err
-    X = evar.embed("melspec", task="faulty", progress=False)
+    X = evar.embed("melspec", task="faulty", run=RunOptions(progress=False))
     row = list(evar.load_task("faulty").meta["file"]).index(BAD)
     assert np.isfinite(X[row]).all()
     rows = results_rows(evar_dirs / "results")
@@ -125,7 +126,7 @@ def test_six_channels_and_8khz_are_mixed_and_resampled(tree, evar_dirs: Path, mo
     assert len(low) == int(RATE * SECONDS)
     expected = 0.3 * np.sin(2 * np.pi * 440 * np.arange(len(low)) / RATE)
     assert np.corrcoef(low[200:-200], expected[200:-200])[0, 1] > 0.999  # a 440 Hz tone at 16 kHz
-    X = evar.embed("melspec", task="faulty", progress=False)
+    X = evar.embed("melspec", task="faulty", run=RunOptions(progress=False))
     files = list(evar.load_task("faulty").meta["file"])
     six, ref = X[files.index("audio/test/six.wav")], X[files.index("audio/test/mono.wav")]
     np.testing.assert_allclose(six, ref, rtol=0, atol=1e-4)  # float32 channel mean vs the mono file

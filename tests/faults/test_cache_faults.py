@@ -19,6 +19,7 @@ import evar
 import evar.embeddings.cache
 from evar.encoders.byola import AudioNTT2020
 from evar.encoders.melspec import MelSpecEncoder
+from evar.options import ModelChoice, RunOptions
 
 from .helpers import (
     SECONDS, DiskBudget, assert_no_half_files, cli, cli_subprocess, data_files,
@@ -32,6 +33,7 @@ import time
 import evar.embeddings.cache
 from evar.encoders.byola import AudioNTT2020
 from evar.encoders.melspec import MelSpecEncoder
+from evar.options import ModelChoice, RunOptions
 evar.embeddings.cache.CHUNK_ROWS = {CHUNK}
 _forward = MelSpecEncoder.forward
 def _slow(self, wav):
@@ -62,7 +64,7 @@ def prepared(tree, evar_dirs: Path, monkeypatch) -> dict:
     monkeypatch.setattr(evar.embeddings.cache, "CHUNK_ROWS", CHUNK)
     counter = count_clips(monkeypatch, MelSpecEncoder)
     monkeypatch.setenv("EVAR_EMBEDDINGS_DIR", str(evar_dirs / "reference"))
-    counter["reference"] = np.array(evar.embed("melspec", task="c", batch_size=CHUNK, progress=False))
+    counter["reference"] = np.array(evar.embed("melspec", task="c", run=RunOptions(batch_size=CHUNK, progress=False)))
     counter["reference_files"] = data_files(evar_dirs / "reference")
     monkeypatch.setenv("EVAR_EMBEDDINGS_DIR", str(evar_dirs / "embeddings"))
     counter["clips"] = 0
@@ -129,7 +131,7 @@ def test_14_truncated_final_cache_file_is_recomputed(prepared: dict, evar_dirs: 
     assert run.rc == 0, run.err
     assert final.name in run.err  # says which file it recomputes
     assert prepared["clips"] > 0
-    assert _bits(evar.embed("melspec", task="c", batch_size=CHUNK, progress=False)) == _bits(prepared["reference"])
+    assert _bits(evar.embed("melspec", task="c", run=RunOptions(batch_size=CHUNK, progress=False))) == _bits(prepared["reference"])
     assert_no_half_files(evar_dirs / "embeddings")
 
 
@@ -145,7 +147,7 @@ def test_14_overwritten_final_cache_file_fails_its_checksum(prepared: dict, evar
     assert run.rc == 0, run.err
     assert final.name in run.err and "checksum" in run.err
     assert prepared["clips"] > 0
-    assert _bits(evar.embed("melspec", task="c", batch_size=CHUNK, progress=False)) == _bits(prepared["reference"])
+    assert _bits(evar.embed("melspec", task="c", run=RunOptions(batch_size=CHUNK, progress=False))) == _bits(prepared["reference"])
 
 
 def test_14_truncated_chunk_of_an_interrupted_run_is_recomputed(prepared: dict, evar_dirs: Path, monkeypatch) -> None:
@@ -167,7 +169,7 @@ def test_14_truncated_chunk_of_an_interrupted_run_is_recomputed(prepared: dict, 
     assert run.rc == 0, run.err
     assert parts[1].name in run.err
     assert prepared["clips"] == 16 - CHUNK  # the damaged chunk and the two never written
-    assert _bits(evar.embed("melspec", task="c", batch_size=CHUNK, progress=False)) == _bits(prepared["reference"])
+    assert _bits(evar.embed("melspec", task="c", run=RunOptions(batch_size=CHUNK, progress=False))) == _bits(prepared["reference"])
 
 
 def test_20_disk_full_while_writing_embeddings(prepared: dict, evar_dirs: Path, monkeypatch) -> None:
@@ -179,8 +181,7 @@ def test_20_disk_full_while_writing_embeddings(prepared: dict, evar_dirs: Path, 
         monkeypatch.setenv("EVAR_EMBEDDINGS_DIR", str(evar_dirs / "measure"))
         disk = DiskBudget(evar_dirs / "measure", None).install(patch)
         assert cli(*other).rc == 0
-        reference = np.array(evar.embed("melspec", task="c", batch_size=CHUNK, progress=False,
-                                        options={"n_mels": 32}))
+        reference = np.array(evar.embed(ModelChoice("melspec", options={"n_mels": 32}), task="c", run=RunOptions(batch_size=CHUNK, progress=False)))
     monkeypatch.setenv("EVAR_EMBEDDINGS_DIR", str(folder))
     with monkeypatch.context() as patch:
         DiskBudget(folder, disk.used // 2).install(patch)  # the disk fills half-way through the second cache
@@ -191,5 +192,5 @@ def test_20_disk_full_while_writing_embeddings(prepared: dict, evar_dirs: Path, 
     assert_no_half_files(folder)
     assert {k: v for k, v in data_files(folder).items() if k in before} == before  # the first cache is intact
     assert cli(*other).rc == 0  # with space again, the run completes from what was kept
-    X = evar.embed("melspec", task="c", batch_size=CHUNK, progress=False, options={"n_mels": 32})
+    X = evar.embed(ModelChoice("melspec", options={"n_mels": 32}), task="c", run=RunOptions(batch_size=CHUNK, progress=False))
     assert _bits(X) == _bits(reference)

@@ -21,6 +21,7 @@ from evar.audio import load_audio, write_audio
 from evar.encoders.melspec import MelSpecEncoder
 from evar.results.store import append_result, read_results
 from evar.synth.trees import synth_clip
+from evar.options import ModelChoice, RunOptions
 
 from .helpers import FAST_PROBE, RATE, SECONDS, add_rows, cli, cli_subprocess, results_rows
 
@@ -55,34 +56,33 @@ def _unwritable(folder: Path) -> Path:
 # 21: same names and sizes, other content -> embedded again (the key covers content, not only sizes)
 def test_21_same_size_content_change_is_embedded_again(task) -> None:
     root, csv = task
-    before = np.array(evar.embed("melspec", task="c", progress=False))
+    before = np.array(evar.embed("melspec", task="c", run=RunOptions(progress=False)))
     _replace_audio_same_size(root, seed=1)
     assert _prepare(root, csv).rc == 0
-    after = np.array(evar.embed("melspec", task="c", progress=False))
+    after = np.array(evar.embed("melspec", task="c", run=RunOptions(progress=False)))
     assert not np.allclose(before, after)
-    fresh = evar.embeddings.cache.embed_files(MelSpecEncoder(), [root / f for f in pd.read_csv(csv)["file"]], SECONDS,
-                                     progress=False)[0]
+    fresh = evar.embeddings.cache.embed_files(MelSpecEncoder(), [root / f for f in pd.read_csv(csv)["file"]], SECONDS, run=RunOptions(progress=False))[0]
     np.testing.assert_allclose(after, fresh, rtol=1e-5, atol=1e-5)  # the true embeddings of the new audio
 
 
 # 22: the task re-pointed at another copy with the same names and sizes -> its own embeddings
 def test_22_task_repointed_at_another_copy_gets_its_own_cache(task, tmp_path: Path) -> None:
     root, csv = task
-    before = np.array(evar.embed("melspec", task="c", progress=False))
+    before = np.array(evar.embed("melspec", task="c", run=RunOptions(progress=False)))
     copy = tmp_path / "copy"
     shutil.copytree(root, copy)
     _replace_audio_same_size(copy, seed=2)
     assert _prepare(copy, csv).rc == 0
-    after = np.array(evar.embed("melspec", task="c", progress=False))
+    after = np.array(evar.embed("melspec", task="c", run=RunOptions(progress=False)))
     assert not np.allclose(before, after)
 
 
 # 23: a file changed without re-preparing is noticed too (mtime changed -> digest recomputed)
 def test_23_changed_file_without_prepare_is_noticed(task, evar_dirs: Path) -> None:
     root, _ = task
-    before = np.array(evar.embed("melspec", task="c", progress=False))
+    before = np.array(evar.embed("melspec", task="c", run=RunOptions(progress=False)))
     _replace_audio_same_size(root, seed=3)
-    after = np.array(evar.embed("melspec", task="c", progress=False))
+    after = np.array(evar.embed("melspec", task="c", run=RunOptions(progress=False)))
     assert not np.allclose(before, after)
     assert len(list((evar_dirs / "embeddings" / "c").glob("melspec-*"))) == 2
 
@@ -143,7 +143,7 @@ def test_28_adhoc_embed_keeps_order_and_writes_the_file_list(tree, tmp_path: Pat
     rows = np.load(out)
     listing = pd.read_csv(tmp_path / "x.files.csv")
     assert list(listing["file"]) == [str(f) for f in files] and set(listing["status"]) == {"ok"}
-    single = [np.asarray(evar.embed("melspec", files=[f], progress=False))[0] for f in files]
+    single = [np.asarray(evar.embed("melspec", files=[f], run=RunOptions(progress=False)))[0] for f in files]
     np.testing.assert_allclose(rows, np.stack(single), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(rows[0], rows[2])
 
@@ -337,7 +337,7 @@ def test_55_long_clip_is_embedded_in_windows(tmp_path: Path, monkeypatch) -> Non
         return original(self, wav)
 
     monkeypatch.setattr(MelSpecEncoder, "forward_frames", watched)
-    windowed = np.asarray(evar.embed("melspec", files=[path], progress=False))
+    windowed = np.asarray(evar.embed("melspec", files=[path], run=RunOptions(progress=False)))
     assert max(longest) <= 2 * RATE
     whole = MelSpecEncoder().embed(load_audio(path, RATE)).numpy()
     np.testing.assert_allclose(windowed, whole, rtol=0.05, atol=0.05)  # only the window edges' frames differ
@@ -351,8 +351,8 @@ def test_56_last_layer_equals_the_final_embedding(tmp_path: Path, byola512_weigh
     root = make_esc50_tree(tmp_path / "esc", n_classes=3, clips_per_class_per_fold=2, sample_rate=16000,
                            seconds=1.0, seed=2, noise=0.5)
     evar.prepare_task("esc50", root)
-    final = evar.probe("esc50", "byola", weights=str(byola512_weights), progress=False)
-    last = evar.probe_layers("esc50", "byola", weights=str(byola512_weights), progress=False)[-1]
+    final = evar.probe("esc50", ModelChoice("byola", weights=str(byola512_weights)), run=RunOptions(progress=False))
+    last = evar.probe_layers("esc50", ModelChoice("byola", weights=str(byola512_weights)), run=RunOptions(progress=False))[-1]
     assert last.scores == final.scores
 
 

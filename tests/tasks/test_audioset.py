@@ -12,6 +12,7 @@ from evar.api import probe
 from evar.audio import write_audio
 from evar.errors import EvarError
 from evar.synth.trees import synth_clip
+from evar.options import RunOptions
 
 SR = 16000
 #: two AudioSet classes (MIDs of class_labels_indices.csv: Speech, Music)
@@ -61,7 +62,7 @@ def test_as20k_follows_evar_rules_and_probes(tmp_path: Path, evar_dirs: Path, ca
     assert [Path(f).stem[:11] for f in train["file"]] == ids["balanced_train_segments"]
     assert train["label"].iloc[3] == "/m/09x0r;/m/04rlf" and train["label"].iloc[1] == "/m/04rlf"
     assert task.spec.multilabel and task.spec.unit_sec == 10.0 and task.classes == sorted(MIDS)
-    result = probe("as20k", "melspec", record=False, progress=False)
+    result = probe("as20k", "melspec", run=RunOptions(progress=False), record=False)
     assert result.metric == "mAP" and result.rounds == ["test"] and 0.5 < result.mean <= 1.0
 
 

@@ -13,6 +13,7 @@ from evar.api import probe
 from evar.audio import write_audio
 from evar.errors import EvarError
 from evar.tasks.cremad import EMOTIONS, EXCLUDED, speaker_splits
+from evar.options import RunOptions
 
 from .layouts_b import cremad_speakers, make_cremad_tree
 
@@ -73,6 +74,6 @@ def test_linear_probe_end_to_end(tmp_path: Path) -> None:
     actors = cremad_speakers(per_split=1)
     make_cremad_tree(tmp_path, [a for group in actors.values() for a in group])
     evar.prepare_task("cremad", tmp_path)
-    result = probe("cremad", "melspec", record=False, progress=False)
+    result = probe("cremad", "melspec", run=RunOptions(progress=False), record=False)
     assert result.metric == "accuracy" and result.rounds == ["test"]
     assert 1 / 6 < result.mean <= 1.0

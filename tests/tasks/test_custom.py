@@ -13,6 +13,7 @@ from evar.api import probe
 from evar.errors import EvarError
 from evar.tasks import get_task_spec
 from evar.tasks.custom import prepare_custom
+from evar.options import LinearSettings, RunOptions
 
 from .layouts import make_custom_tree
 
@@ -89,11 +90,11 @@ def test_missing_and_corrupt_audio(tmp_path: Path) -> None:
 
 def test_melspec_probe_end_to_end(tmp_path: Path) -> None:
     prepare_custom(make_custom_tree(tmp_path, per_class=12), tmp_path, "mine")
-    result = probe("mine", "melspec", lr=1e-2, max_epochs=60, progress=False)
+    result = probe("mine", "melspec", settings=LinearSettings(lr=1e-2, max_epochs=60), run=RunOptions(progress=False))
     assert result.rounds == ["test"] and result.metric == "accuracy" and result.mean > 0.6  # chance 1/3
 
 
 def test_multilabel_probe_end_to_end(tmp_path: Path) -> None:
     prepare_custom(make_custom_tree(tmp_path, per_class=12, multilabel=True), tmp_path, "tags")
-    result = probe("tags", "melspec", lr=1e-2, max_epochs=60, progress=False)
+    result = probe("tags", "melspec", settings=LinearSettings(lr=1e-2, max_epochs=60), run=RunOptions(progress=False))
     assert result.metric == "mAP" and 0.6 < result.mean <= 1.0

@@ -12,6 +12,7 @@ from evar.api import probe
 from evar.errors import EvarError
 from evar.paths import task_data_dir
 from evar.tasks.gtzan import GENRES, read_split_lists
+from evar.options import RunOptions
 
 from .layouts_b import gtzan_entries, make_gtzan_tree
 
@@ -85,6 +86,6 @@ def test_layout_errors_name_the_problem(tmp_path: Path) -> None:
 def test_linear_probe_end_to_end(tmp_path: Path) -> None:
     make_gtzan_tree(tmp_path, gtzan_entries(per_genre_split=2, genres=["blues", "jazz", "rock"]))
     evar.prepare_task("gtzan", tmp_path, on_error="skip")
-    result = probe("gtzan", "melspec", record=False, progress=False)
+    result = probe("gtzan", "melspec", run=RunOptions(progress=False), record=False)
     assert result.metric == "accuracy" and result.rounds == ["test"]
     assert 1 / 3 < result.mean <= 1.0

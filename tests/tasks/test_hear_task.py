@@ -13,6 +13,7 @@ from evar import EvarError, list_tasks, load_task
 from evar.audio import write_audio
 from evar.synth.trees import synth_clip
 from evar.tasks.hear import prepare_hear
+from evar.options import LinearSettings, RunOptions
 
 CLASSES = ["cat", "dog", "hen"]
 
@@ -127,5 +128,5 @@ def test_probe_on_a_hear_task(tmp_path: Path):
     from evar.api import probe
 
     prepare_hear(make_hear_task(tmp_path / "t", rates=(16000,), clips_per_class=4), name="tiny_probe")
-    result = probe("tiny_probe", "melspec", record=False, progress=False, max_epochs=30)
+    result = probe("tiny_probe", "melspec", settings=LinearSettings(max_epochs=30), run=RunOptions(progress=False), record=False)
     assert result.rounds == ["test"] and 0.0 <= result.mean <= 1.0

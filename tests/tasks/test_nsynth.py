@@ -12,6 +12,7 @@ from evar.api import probe
 from evar.errors import EvarError
 
 from evar.synth.trees import make_nsynth_tree
+from evar.options import LinearSettings, RunOptions
 
 
 @pytest.fixture
@@ -63,6 +64,6 @@ def test_note_without_audio_and_corrupt_audio(nsynth_root: Path) -> None:
 
 def test_melspec_probe_end_to_end(nsynth_root: Path) -> None:
     evar.prepare_task("nsynth", nsynth_root)
-    result = probe("nsynth", "melspec", lr=1e-2, max_epochs=60, progress=False)
+    result = probe("nsynth", "melspec", settings=LinearSettings(lr=1e-2, max_epochs=60), run=RunOptions(progress=False))
     assert result.rounds == ["test"] and result.metric == "accuracy"
     assert result.mean > 0.6  # 3 families in test (4 classes in train): chance about 1/4

@@ -10,6 +10,7 @@ import evar
 from evar.api import probe
 from evar.errors import EvarError
 from evar.tasks.spcv2 import prepare_spcv2
+from evar.options import LinearSettings, RunOptions
 
 from .layouts import make_spcv2_tree
 
@@ -77,6 +78,6 @@ def test_broken_lists_are_named(spcv2: tuple[Path, dict[str, str]]) -> None:
 def test_melspec_probe_end_to_end(tmp_path: Path) -> None:
     make_spcv2_tree(tmp_path, speakers=10)  # 8 training speakers per word
     evar.prepare_task("spcv2", tmp_path)
-    result = probe("spcv2", "melspec", lr=1e-2, max_epochs=60, progress=False)
+    result = probe("spcv2", "melspec", settings=LinearSettings(lr=1e-2, max_epochs=60), run=RunOptions(progress=False))
     assert result.rounds == ["test"] and result.metric == "accuracy"
     assert result.mean > 0.6  # 3 synthetic classes, 3 test clips: chance is 1/3

@@ -11,6 +11,7 @@ import evar
 from evar.api import probe
 from evar.errors import EvarError
 from evar.tasks.surge import tone_splits
+from evar.options import RunOptions
 
 from .layouts_b import make_surge_tree, surge_tones
 
@@ -62,6 +63,6 @@ def test_broken_trees(tmp_path: Path) -> None:
 def test_linear_probe_end_to_end(tmp_path: Path) -> None:
     make_surge_tree(tmp_path, list(surge_tones(per_split=2)))
     evar.prepare_task("surge", tmp_path)
-    result = probe("surge", "melspec", record=False, progress=False)
+    result = probe("surge", "melspec", run=RunOptions(progress=False), record=False)
     assert result.metric == "accuracy" and result.rounds == ["test"]
     assert 1 / 3 < result.mean <= 1.0

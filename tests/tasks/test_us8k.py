@@ -10,6 +10,7 @@ import pytest
 import evar
 from evar.api import probe
 from evar.errors import EvarError
+from evar.options import LinearSettings, RunOptions
 
 from .layouts import US8K_CLASSES, make_us8k_tree
 
@@ -66,6 +67,6 @@ def test_row_pointing_nowhere_and_corrupt_file(us8k_root: Path) -> None:
 
 def test_melspec_probe_end_to_end(us8k_root: Path) -> None:
     evar.prepare_task("us8k", us8k_root)
-    result = probe("us8k", "melspec", lr=1e-2, max_epochs=60, progress=False)
+    result = probe("us8k", "melspec", settings=LinearSettings(lr=1e-2, max_epochs=60), run=RunOptions(progress=False))
     assert result.rounds == [f"fold{k}" for k in range(1, 11)] and result.metric == "accuracy"
     assert 0.6 < result.mean <= 1.0  # 3 synthetic classes: chance is 1/3

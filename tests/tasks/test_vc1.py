@@ -9,6 +9,7 @@ import pytest
 import evar
 from evar.api import probe
 from evar.errors import EvarError
+from evar.options import RunOptions
 
 from .layouts_b import make_vc1_tree
 
@@ -55,6 +56,6 @@ def test_broken_trees(tmp_path: Path) -> None:
 def test_linear_probe_end_to_end(tmp_path: Path) -> None:
     make_vc1_tree(tmp_path, n_speakers=3)
     evar.prepare_task("vc1", tmp_path)
-    result = probe("vc1", "melspec", record=False, progress=False)
+    result = probe("vc1", "melspec", run=RunOptions(progress=False), record=False)
     assert result.metric == "accuracy" and result.rounds == ["test"]
     assert 1 / 3 < result.mean <= 1.0  # above chance on 3 speakers with class-coloured clips

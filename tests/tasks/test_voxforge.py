@@ -11,6 +11,7 @@ import evar
 from evar.api import probe
 import evar.tasks.voxforge as voxforge
 from evar.errors import EvarError
+from evar.options import RunOptions
 
 from .layouts_b import VOXFORGE_LANGUAGES, make_voxforge_tree
 
@@ -85,6 +86,6 @@ def test_linear_probe_end_to_end(tmp_path: Path, no_shipped_file: Path, monkeypa
     data = make_voxforge_tree(root, languages=["de", "en", "ru"])
     monkeypatch.setattr(voxforge, "EVAR_BLOB_SHA1", voxforge.git_blob_sha1(data))
     evar.prepare_task("voxforge", root)
-    result = probe("voxforge", "melspec", record=False, progress=False)
+    result = probe("voxforge", "melspec", run=RunOptions(progress=False), record=False)
     assert result.metric == "accuracy" and result.rounds == ["test"]
     assert 1 / 3 < result.mean <= 1.0
