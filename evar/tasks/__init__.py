@@ -15,7 +15,7 @@ from evar.errors import EvarError, unknown_name
 from evar.io import atomic_write_text
 from evar.paths import prepared_tasks_dir
 from evar.tasks.base import (
-    LABEL_SEPARATOR, ON_ERROR_CHOICES, Split, Task, TaskSpec, check_audio_files, check_metadata,
+    LABEL_SEPARATOR, ON_ERROR_CHOICES, DownloadSpec, RemoteFile, Split, Task, TaskSpec, check_audio_files, check_metadata,
     describe_findings, require_files, split_labels, summarise,
 )
 from evar.log import log
@@ -26,16 +26,17 @@ _loaded = False
 
 def register_task(name: str, *, unit_sec: float, n_classes: int | None = None, folds: int = 0,
                   multilabel: bool = False, description: str = "", source: str = "", title: str = "",
-                  group: str = "") -> Callable:
+                  group: str = "", download: DownloadSpec | None = None) -> Callable:
     """Decorator registering ``prepare(root: Path) -> DataFrame[file, label, split|fold]`` as task ``name``.
 
     The recipe reads the official layout under ``root`` and returns one row per clip, ``file``
-    relative to ``root``; evar checks the files, counts and writes the metadata.
+    relative to ``root``; evar checks the files, counts and writes the metadata. ``download`` says where
+    the official files are (``evar download``).
     """
 
     def decorator(prepare: Callable[[Path], pd.DataFrame]) -> Callable[[Path], pd.DataFrame]:
         _REGISTRY[name] = TaskSpec(name, unit_sec, n_classes, folds, multilabel, description, source, prepare,
-                                   title, group)
+                                   title, group, download=download)
         return prepare
 
     return decorator
@@ -145,7 +146,7 @@ def is_prepared(name: str) -> bool:
 
 
 __all__ = [
-    "LABEL_SEPARATOR", "ON_ERROR_CHOICES", "Split", "Task", "TaskSpec", "check_audio_files", "get_task_spec",
+    "DownloadSpec", "LABEL_SEPARATOR", "ON_ERROR_CHOICES", "RemoteFile", "Split", "Task", "TaskSpec", "check_audio_files", "get_task_spec",
     "is_prepared", "list_tasks", "load_task", "prepare_task", "register_task", "require_files",
     "save_prepared", "split_labels",
 ]

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from evar.errors import EvarError
-from evar.tasks import LABEL_SEPARATOR, register_task, require_files
+from evar.tasks import DownloadSpec, LABEL_SEPARATOR, register_task, require_files
 from evar.log import log
 
 SEGMENT_LISTS_URL = "http://storage.googleapis.com/us_audioset/youtube_corpus/v1/csv/"
@@ -68,9 +68,22 @@ def _prepare(root: Path, train_subsets: tuple[str, ...]) -> pd.DataFrame:
     return meta
 
 
+AUDIOSET_STEPS = (
+    "AudioSet is published as segment lists, not audio, so evar cannot download the clips. Steps: "
+    "(1) download the lists balanced_train_segments.csv, eval_segments.csv (and unbalanced_train_segments.csv "
+    "for `as`) from http://storage.googleapis.com/us_audioset/youtube_corpus/v1/csv/ into one folder, e.g. as/; "
+    "(2) fetch the clips you can still get with a tool of your choice, as .wav files named from their 11-character "
+    "YouTube id (e.g. --PJHxphWEs_30000.wav), into as/balanced_train_segments/, as/eval_segments/ "
+    "(as/unbalanced_train_segments/); "
+    "(3) run: evar prepare as20k --root as   (or: evar prepare as --root as)"
+)
+#: AudioSet is published as segment lists: the steps to get the clips
+DOWNLOAD = DownloadSpec(root="as", manual=AUDIOSET_STEPS)
+
+
 @register_task("as20k", unit_sec=10.0, n_classes=527, multilabel=True, description="AudioSet balanced train (20K)",
                source="https://research.google.com/audioset/",
-               title="AS20K")
+               title="AS20K", download=DOWNLOAD)
 def prepare_as20k(root: Path) -> pd.DataFrame:
     """Balanced train -> train, eval -> test, for the segments whose audio you have."""
     return _prepare(root, ("balanced_train_segments",))
@@ -78,7 +91,7 @@ def prepare_as20k(root: Path) -> pd.DataFrame:
 
 @register_task("as", unit_sec=10.0, n_classes=527, multilabel=True, description="AudioSet (2M)",
                source="https://research.google.com/audioset/",
-               title="AS2M")
+               title="AS2M", download=DOWNLOAD)
 def prepare_as(root: Path) -> pd.DataFrame:
     """Balanced and unbalanced train -> train, eval -> test, for the segments whose audio you have."""
     return _prepare(root, ("balanced_train_segments", "unbalanced_train_segments"))

@@ -21,6 +21,32 @@ ON_ERROR_CHOICES = ("fail", "skip")
 LABEL_SEPARATOR = ";"
 
 
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file to fetch; ``size``/``sha256``/``md5`` only where a reliable source publishes them."""
+
+    url: str
+    filename: str
+    size: int | None = None
+    sha256: str | None = None
+    md5: str | None = None
+    into: str = "."  # archives: folder (relative to the download folder) receiving the top-level entries
+
+
+@dataclass(frozen=True)
+class DownloadSpec:
+    """How to obtain a task's data (``evar download``) and which folder ``evar prepare`` then reads."""
+
+    root: str  # relative to the download folder: the --root for `evar prepare`
+    archives: tuple[RemoteFile, ...] = ()
+    file_list: RemoteFile | None = None  # a list of URLs, one per line: ``url [size sha256]``
+    list_into: str = ""  # folder (relative to the download folder) receiving the listed files
+    list_suffix: str = ""  # keep only listed URLs ending with this
+    list_archives: bool = False  # listed files are archives, each extracted into ``list_into``
+    checksums: str = ""  # where the checksums come from, or why there are none
+    manual: str = ""  # steps to follow by hand when evar cannot download the data
+
+
 @dataclass
 class TaskSpec:
     """What defines a task under the published protocol.
@@ -43,6 +69,7 @@ class TaskSpec:
     #: ``scene``: one label set per clip (linear probe); ``event``: timed events (the SED probe, event metrics)
     kind: str = "scene"
     event_metric: str = ""  # an event task's primary metric (HEAR's ``evaluation[0]``)
+    download: DownloadSpec | None = field(default=None, repr=False, compare=False)
 
     @property
     def display_title(self) -> str:
@@ -53,7 +80,7 @@ class TaskSpec:
         return self.event_metric or ("mAP" if self.multilabel else "accuracy")
 
     def to_json(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "prepare"}
+        return {k: v for k, v in asdict(self).items() if k not in ("prepare", "download")}
 
 
 @dataclass

@@ -20,7 +20,7 @@ import pandas as pd
 
 from evar.errors import EvarError
 from evar.tasks.base import shipped_split_table
-from evar.tasks import register_task
+from evar.tasks import DownloadSpec, RemoteFile, register_task
 from evar.log import log
 
 N_CLIPS = 7438  # clips in EVAR's task: 7,442 in CREMA-D less EXCLUDED
@@ -35,9 +35,21 @@ def speaker_splits() -> dict[str, str]:
     return shipped_split_table("cremad", "speaker_splits.csv", "speaker_id")
 
 
+#: where the official files are and which folder `evar prepare` reads
+DOWNLOAD = DownloadSpec(
+    root="CREMA-D",
+    file_list=RemoteFile("https://storage.googleapis.com/tfds-data/manual_checksums/crema_d.txt", "crema_d.txt",
+                         size=1339905, sha256="66b5d959dcee997321baf9080c80022a6937279419446db3a9d4827d839b0abb"),
+    list_into="CREMA-D/AudioWAV", list_suffix=".wav",
+    checksums="the wav files one by one from the repository's Git LFS storage (media.githubusercontent.com), "
+              "each checked against the sha256 in TensorFlow Datasets' CREMA-D list (the list's own sha256 "
+              "from TFDS url_checksums/crema_d.txt); EVAR downloads the same list",
+)
+
+
 @register_task("cremad", unit_sec=2.5, n_classes=6, description="speech emotion (speaker-disjoint split)",
                source="https://github.com/CheyneyComputerScience/CREMA-D",
-               title="CREMA-D", group="NOSS")
+               title="CREMA-D", group="NOSS", download=DOWNLOAD)
 def prepare_cremad(root: Path) -> pd.DataFrame:
     """One row per CREMA-D clip: label from the file name, split from the clip's actor."""
     base = root / "AudioWAV" if (root / "AudioWAV").is_dir() else root

@@ -19,7 +19,7 @@ import pandas as pd
 
 from evar.errors import EvarError
 from evar.paths import task_data_dir
-from evar.tasks import register_task
+from evar.tasks import DownloadSpec, RemoteFile, register_task
 
 GENRES = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"]
 SPLIT_LISTS = {"train": "train_filtered.txt", "valid": "valid_filtered.txt", "test": "test_filtered.txt"}
@@ -46,9 +46,20 @@ def _audio_base(root: Path) -> Path:
                     f"directly under --root; point --root at the extracted genres.tar.gz")
 
 
+#: where the official files are and which folder `evar prepare` reads
+DOWNLOAD = DownloadSpec(
+    root="genres",
+    archives=(RemoteFile("https://huggingface.co/datasets/marsyas/gtzan/resolve/main/data/genres.tar.gz",
+                         "genres.tar.gz"),),
+    checksums="none for this mirror (the Hugging Face marsyas/gtzan copy, which SpeechBrain's GTZAN recipe also "
+              "uses); the original http://opihi.cs.uvic.ca/sound/genres.tar.gz (1,225,571,541 bytes, sha256 "
+              "24347e0223d2ba798e0a558c4c172d9d4a19c00bb7963fe055d183dadb4ef2c6 per TFDS) is usually offline",
+)
+
+
 @register_task("gtzan", unit_sec=30.0, n_classes=10, description="music genre (fault-filtered split)",
                source="http://marsyas.info/downloads/datasets.html",
-               title="GTZAN", group="Music")
+               title="GTZAN", group="Music", download=DOWNLOAD)
 def prepare_gtzan(root: Path) -> pd.DataFrame:
     """One row per listed excerpt: its ``.wav`` or ``.au`` file, label = genre folder, split from the lists.
 

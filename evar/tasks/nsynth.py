@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from evar.errors import EvarError
-from evar.tasks import register_task, require_files
+from evar.tasks import DownloadSpec, RemoteFile, register_task, require_files
 
 SPLITS = ("train", "valid", "test")
 LABEL_KEY = "instrument_family_str"
@@ -34,9 +34,21 @@ def _read_examples(path: Path) -> dict:
     return examples
 
 
+_NSYNTH = "http://download.magenta.tensorflow.org/datasets/nsynth/nsynth-{}.jsonwav.tar.gz"
+#: where the official files are and which folder `evar prepare` reads
+DOWNLOAD = DownloadSpec(
+    root="nsynth",
+    archives=tuple(RemoteFile(_NSYNTH.format(split), f"nsynth-{split}.jsonwav.tar.gz", md5=md5, into="nsynth")
+                   for split, md5 in (("test", "5e6f8719bf7e16ad0a00d518b78af77d"),
+                                      ("valid", "87e94a00a19b6dbc99cf6d4c0c0cae87"),
+                                      ("train", "fde6665a93865503ba598b9fac388660"))),
+    checksums="md5 from the HEAR benchmark's preprocessing (hear-preprocess nsynth_pitch.py); no sha256 published",
+)
+
+
 @register_task("nsynth", unit_sec=4.0, n_classes=11, description="instrument family of musical notes",
                source="https://magenta.tensorflow.org/datasets/nsynth",
-               title="NSynth", group="Music")
+               title="NSynth", group="Music", download=DOWNLOAD)
 def prepare_nsynth(root: Path) -> pd.DataFrame:
     """Rows ``nsynth-{split}/audio/{key}.wav`` for every key of each ``examples.json``, label = family."""
     require_files(root, *(f"nsynth-{s}/examples.json" for s in SPLITS),

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from evar.errors import EvarError
-from evar.tasks import register_task, require_files
+from evar.tasks import DownloadSpec, RemoteFile, register_task, require_files
 
 SPLIT_LISTS = {"valid": "validation_list.txt", "test": "testing_list.txt"}
 
@@ -41,9 +41,20 @@ def _read_list(path: Path) -> list[str]:
     return entries
 
 
+#: where the official files are and which folder `evar prepare` reads
+DOWNLOAD = DownloadSpec(
+    root="speech_commands_v0.02",
+    archives=(RemoteFile("http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz",
+                         "speech_commands_v0.02.tar.gz", size=2428923189,
+                         sha256="af14739ee7dc311471de98f5f9d2c9191b18aedfe957f4a6ff791c709868ff58",
+                         into="speech_commands_v0.02"),),
+    checksums="size and sha256 from TensorFlow Datasets (url_checksums/speech_commands.txt)",
+)
+
+
 @register_task("spcv2", unit_sec=1.0, n_classes=35, description="spoken words (Speech Commands V2)",
                source="https://arxiv.org/abs/1804.03209",
-               title="SPCV2", group="NOSS")
+               title="SPCV2", group="NOSS", download=DOWNLOAD)
 def prepare_spcv2(root: Path) -> pd.DataFrame:
     """Rows for every word clip; split from the official lists (listed files missing on disk are kept,
     so the file check reports them instead of losing them silently)."""

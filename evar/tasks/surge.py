@@ -17,7 +17,7 @@ import pandas as pd
 
 from evar.errors import EvarError
 from evar.tasks.base import shipped_split_table
-from evar.tasks import register_task
+from evar.tasks import DownloadSpec, RemoteFile, register_task
 from evar.log import log
 
 
@@ -26,9 +26,17 @@ def tone_splits() -> dict[str, str]:
     return shipped_split_table("surge", "tone_splits.csv", "tone")
 
 
+#: where the official files are and which folder `evar prepare` reads
+DOWNLOAD = DownloadSpec(
+    root="surge",
+    archives=(RemoteFile("https://zenodo.org/records/4677097/files/surge-velocity64-2K.tar", "surge-velocity64-2K.tar"),),
+    checksums="none known from a reliable source (Zenodo shows an md5 on the record page)",
+)
+
+
 @register_task("surge", unit_sec=4.0, n_classes=88, description="synthesizer pitch (tone-disjoint split)",
                source="https://zenodo.org/record/4677097",
-               title="Surge", group="Music")
+               title="Surge", group="Music", download=DOWNLOAD)
 def prepare_surge(root: Path) -> pd.DataFrame:
     """One row per ``<tone>/<note>.ogg``: label = note stem, split from the tone."""
     base = root / "surge" if (root / "surge").is_dir() else root

@@ -13,15 +13,24 @@ from pathlib import Path
 import pandas as pd
 
 from evar.errors import EvarError
-from evar.tasks import register_task, require_files
+from evar.tasks import DownloadSpec, RemoteFile, register_task, require_files
 
 US8K_COLUMNS = ["slice_file_name", "fsID", "start", "end", "salience", "fold", "classID", "class"]
 US8K_CSV = "metadata/UrbanSound8K.csv"
 
 
+#: where the official files are and which folder `evar prepare` reads
+DOWNLOAD = DownloadSpec(
+    root="UrbanSound8K",
+    archives=(RemoteFile("https://zenodo.org/records/1203745/files/UrbanSound8K.tar.gz", "UrbanSound8K.tar.gz",
+                         md5="9aa69802bbf37fb986f71ec1483a196e"),),
+    checksums="md5 of Zenodo record 1203745 as given by soundata's urbansound8k loader; no sha256 published",
+)
+
+
 @register_task("us8k", unit_sec=4.0, n_classes=10, folds=10, description="urban sounds",
                source="https://urbansounddataset.weebly.com/urbansound8k.html",
-               title="US8K", group="SER")
+               title="US8K", group="SER", download=DOWNLOAD)
 def prepare_us8k(root: Path) -> pd.DataFrame:
     """Rows from ``metadata/UrbanSound8K.csv``: ``audio/fold{fold}/{slice_file_name}``, label = ``class``."""
     require_files(root, US8K_CSV, "audio", hint="point --root at the UrbanSound8K folder")

@@ -17,16 +17,32 @@ from pathlib import Path
 import pandas as pd
 
 from evar.errors import EvarError
-from evar.tasks import register_task, require_files
+from evar.tasks import DownloadSpec, register_task, require_files
 
 IDEN_SPLIT_URL = "https://www.robots.ox.ac.uk/~vgg/data/voxceleb/meta/iden_split.txt"
 SPLIT_CODES = {"1": "train", "2": "valid", "3": "test"}
 LINE = re.compile(r"^([123])\s+(id\d{5}/[^/\s]+/[^/\s]+\.wav)$")
 
 
+VC1_STEPS = (
+    "VoxCeleb1 needs registration, so evar cannot download it. Steps: "
+    "(1) request access at https://www.robots.ox.ac.uk/~vgg/data/voxceleb/vox1.html and follow the download links "
+    "you receive; "
+    "(2) download vox1_dev_wav_partaa..partad and vox1_test_wav.zip; join the parts with "
+    "`cat vox1_dev_wav_parta* > vox1_dev_wav.zip`; "
+    "(3) unzip vox1_dev_wav.zip and vox1_test_wav.zip into one folder, e.g. vc1/, so that it holds "
+    "wav/id10001/<video>/<clip>.wav; "
+    "(4) put the official identification split https://www.robots.ox.ac.uk/~vgg/data/voxceleb/meta/iden_split.txt "
+    "in the same folder; "
+    "(5) run: evar prepare vc1 --root vc1"
+)
+#: where the official files are and which folder `evar prepare` reads
+DOWNLOAD = DownloadSpec(root="vc1", manual=VC1_STEPS)
+
+
 @register_task("vc1", unit_sec=8.2, n_classes=1251, description="speaker identification (VoxCeleb1)",
                source="https://www.robots.ox.ac.uk/~vgg/data/voxceleb/vox1.html",
-               title="VC1", group="NOSS")
+               title="VC1", group="NOSS", download=DOWNLOAD)
 def prepare_vc1(root: Path) -> pd.DataFrame:
     """Rows from ``iden_split.txt``: ``wav/<speaker>/<video>/<n>.wav``, label = speaker, split from the code."""
     require_files(root, "iden_split.txt", hint=f"download it from {IDEN_SPLIT_URL}")

@@ -21,7 +21,7 @@ import pandas as pd
 
 from evar.errors import EvarError
 from evar.paths import task_data_dir
-from evar.tasks import register_task
+from evar.tasks import DownloadSpec, RemoteFile, register_task
 
 EVAR_METADATA = "https://github.com/nttcslab/eval-audio-repr/blob/main/evar/metadata/voxforge.csv"
 #: git blob id of EVAR's voxforge.csv (unchanged since its first commit 0a546e6, 2022-03-15)
@@ -60,9 +60,21 @@ def read_metadata(root: Path) -> pd.DataFrame:
     return meta
 
 
+#: where the official files are and which folder `evar prepare` reads
+DOWNLOAD = DownloadSpec(
+    root="voxforge",
+    file_list=RemoteFile("https://storage.googleapis.com/tfds-data/downloads/voxforge/voxforge_urls.txt",
+                         "voxforge_urls.txt", size=1344189,
+                         sha256="9cc218a5bce16640dc4eeb263aa423ce63ca59fc6587a9487dc397642b76af6c"),
+    list_into="voxforge", list_archives=True,
+    checksums="the URL list (TFDS, sha256 from url_checksums/voxforge.txt) as EVAR uses it; the ~13,800 "
+              "speaker archives it names have no published checksums",
+)
+
+
 @register_task("voxforge", unit_sec=5.8, n_classes=6, description="spoken language identification",
                source="http://www.voxforge.org/",
-               title="VF", group="NOSS")
+               title="VF", group="NOSS", download=DOWNLOAD)
 def prepare_voxforge(root: Path) -> pd.DataFrame:
     """Rows of EVAR's ``voxforge.csv``: ``file_name`` under ``--root``, language label, split."""
     meta = read_metadata(root)

@@ -14,9 +14,8 @@ import pytest
 from http_server import serve
 
 import evar
-from evar.tasks.download import (
-    ARCHIVE_DIR, DOWNLOADS, DownloadSpec, RemoteFile, describe_downloads, download_task, extract_archive,
-)
+from evar.tasks import DownloadSpec, RemoteFile, get_task_spec
+from evar.tasks.download import ARCHIVE_DIR, describe_downloads, download_task, downloadable, extract_archive
 from evar.errors import EvarError
 from evar.synth.trees import make_esc50_tree
 
@@ -74,8 +73,7 @@ def test_zip_download_extracts_and_prepares_and_a_second_run_fetches_nothing(sit
                                     sample_rate=16000, seconds=0.2),
                     extra={"__MACOSX/ESC-50-master/._esc50.csv": b"resource fork", "ESC-50-master/audio/._x.wav": b""})
     (folder / "master.zip").write_bytes(data)
-    monkeypatch.setitem(DOWNLOADS, "esc50", DownloadSpec(
-        "esc50", root="ESC-50-master", source="", archives=(RemoteFile(f"{url}/master.zip", "ESC-50-master.zip",
+    monkeypatch.setattr(get_task_spec("esc50"), "download", DownloadSpec(root="ESC-50-master", archives=(RemoteFile(f"{url}/master.zip", "ESC-50-master.zip",
                                                                        sha256=sha256(data)),)))
     to = tmp_path / "data"
     root = download_task("esc50", to, progress=False)
@@ -98,7 +96,7 @@ def test_three_tar_gz_into_one_folder_with_md5(site, tmp_path: Path, monkeypatch
         (folder / f"nsynth-{split}.jsonwav.tar.gz").write_bytes(data)
         archives.append(RemoteFile(f"{url}/nsynth-{split}.jsonwav.tar.gz", f"nsynth-{split}.jsonwav.tar.gz",
                                    md5=hashlib.md5(data).hexdigest(), into="nsynth"))
-    monkeypatch.setitem(DOWNLOADS, "nsynth", DownloadSpec("nsynth", root="nsynth", source="", archives=tuple(archives)))
+    monkeypatch.setattr(get_task_spec("nsynth"), "download", DownloadSpec(root="nsynth", archives=tuple(archives)))
     root = download_task("nsynth", tmp_path / "data", progress=False, keep_archives=True)
     assert sorted(p.name for p in root.iterdir()) == ["nsynth-test", "nsynth-train", "nsynth-valid"]
     assert (tmp_path / "data" / ARCHIVE_DIR / "nsynth-train.jsonwav.tar.gz").is_file()  # kept on request
@@ -111,8 +109,7 @@ def test_checksum_mismatch_stops_before_extraction(site, tmp_path: Path, monkeyp
     data = tar_bytes([("UrbanSound8K/readme.txt", "file", b"hello")])
     (folder / "us8k.tar.gz").write_bytes(data)
     wrong = {"sha256": sha256(b"other")} if checksum == "sha256" else {"md5": hashlib.md5(b"other").hexdigest()}
-    monkeypatch.setitem(DOWNLOADS, "us8k", DownloadSpec(
-        "us8k", root="UrbanSound8K", source="", archives=(RemoteFile(f"{url}/us8k.tar.gz", "UrbanSound8K.tar.gz", **wrong),)))
+    monkeypatch.setattr(get_task_spec("us8k"), "download", DownloadSpec(root="UrbanSound8K", archives=(RemoteFile(f"{url}/us8k.tar.gz", "UrbanSound8K.tar.gz", **wrong),)))
     to = tmp_path / "data"
     with pytest.raises(EvarError, match=f"{checksum} mismatch"):
         download_task("us8k", to, progress=False)
@@ -124,8 +121,7 @@ def test_resume_from_a_partial_download(site, tmp_path: Path, monkeypatch) -> No
     folder, url, log = site
     data = tar_bytes([("a/b.txt", "file", bytes(range(256)) * 40)], mode="w")
     (folder / "sc.tar").write_bytes(data)
-    monkeypatch.setitem(DOWNLOADS, "spcv2", DownloadSpec(
-        "spcv2", root="sc/a", source="", archives=(RemoteFile(f"{url}/sc.tar", "sc.tar", sha256=sha256(data), into="sc"),)))
+    monkeypatch.setattr(get_task_spec("spcv2"), "download", DownloadSpec(root="sc/a", archives=(RemoteFile(f"{url}/sc.tar", "sc.tar", sha256=sha256(data), into="sc"),)))
     to = tmp_path / "data"
     (to / ARCHIVE_DIR).mkdir(parents=True)
     (to / ARCHIVE_DIR / "sc.tar.part").write_bytes(data[:3000])
@@ -184,8 +180,7 @@ def test_file_list_download_checks_each_file_and_resumes(site, tmp_path: Path, m
     lines.append(f"{url}/summaryTable.csv\t10\t{sha256(b'x')}")  # not a .wav: ignored, like EVAR does
     listing = ("\n".join(lines) + "\n").encode()
     (folder / "crema_d.txt").write_bytes(listing)
-    monkeypatch.setitem(DOWNLOADS, "cremad", DownloadSpec(
-        "cremad", root="CREMA-D", source="", file_list=RemoteFile(f"{url}/crema_d.txt", "crema_d.txt",
+    monkeypatch.setattr(get_task_spec("cremad"), "download", DownloadSpec(root="CREMA-D", file_list=RemoteFile(f"{url}/crema_d.txt", "crema_d.txt",
                                                                   sha256=sha256(listing)),
         list_into="CREMA-D/AudioWAV", list_suffix=".wav"))
     broken = "1001_DFA_ANG_XX.wav"
@@ -209,8 +204,7 @@ def test_list_of_archives_without_scheme(site, tmp_path: Path, monkeypatch) -> N
         names.append(url.removeprefix("http://") + f"/{speaker}.tgz")  # as in TFDS' voxforge_urls.txt
     listing = ("\n".join(names) + "\n").encode()
     (folder / "voxforge_urls.txt").write_bytes(listing)
-    monkeypatch.setitem(DOWNLOADS, "voxforge", DownloadSpec(
-        "voxforge", root="voxforge", source="", file_list=RemoteFile(f"{url}/voxforge_urls.txt", "voxforge_urls.txt"),
+    monkeypatch.setattr(get_task_spec("voxforge"), "download", DownloadSpec(root="voxforge", file_list=RemoteFile(f"{url}/voxforge_urls.txt", "voxforge_urls.txt"),
         list_into="voxforge", list_archives=True))
     root = download_task("voxforge", tmp_path / "data", progress=False, workers=2)
     assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*.wav")) == [
@@ -225,9 +219,10 @@ def test_registration_and_unknown_tasks_explain_themselves(tmp_path: Path) -> No
 
 
 def test_official_table_is_well_formed() -> None:
-    assert set(DOWNLOADS) <= {spec.name for spec in evar.list_tasks()}
-    for name, spec in DOWNLOADS.items():
-        assert spec.task == name and spec.root and spec.source.startswith("http")
+    specs = downloadable()
+    assert {"esc50", "us8k", "spcv2", "nsynth", "cremad", "voxforge", "gtzan", "surge", "vc1", "as20k"} <= set(specs)
+    for name, spec in specs.items():
+        assert spec.root and get_task_spec(name).source.startswith("http")
         remotes = list(spec.archives) + ([spec.file_list] if spec.file_list else [])
         assert bool(remotes) != bool(spec.manual)
         for remote in remotes:
