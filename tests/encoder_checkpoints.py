@@ -16,11 +16,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from evar.encoders.vggish import VGGISH_PCA_WEIGHTS
 from fixture_support import FIXTURES, fixture_module, save_like_2019
 
 SEED = 0
 #: extra create_encoder kwargs that name a file -> the evar.encoders.weights key whose cache entry the CLI reads instead
-CACHED_KWARGS = {"pca_weights": "vggish_pca"}
+CACHED_KWARGS = {"pca_weights": VGGISH_PCA_WEIGHTS}
 
 
 

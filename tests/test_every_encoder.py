@@ -21,7 +21,7 @@ import evar.encoders
 from encoder_checkpoints import CACHED_KWARGS, write_checkpoint
 from evar.cli import main
 from evar.synth.trees import make_esc50_tree
-from evar.encoders.weights import OFFICIAL_WEIGHTS, file_sha256, weights_cache_dir
+from evar.encoders.weights import file_sha256, weights_cache_dir
 
 NAMES = [spec.name for spec in evar.list_encoders()]
 
@@ -51,9 +51,9 @@ def _probe(model: str, weights: Path | None, esc50_root: Path, evar_dirs: Path) 
 @pytest.mark.parametrize("name", NAMES)
 def test_probe_every_encoder(name: str, esc50_root: Path, evar_dirs: Path) -> None:
     weights, extra = write_checkpoint(name, evar_dirs / "weights")
-    for kwarg, key in CACHED_KWARGS.items():  # files the command line takes from the cache (vggish_pca's PCA)
+    for kwarg, official in CACHED_KWARGS.items():  # files the command line takes from the cache (vggish_pca's PCA)
         if kwarg in extra:
-            cached = weights_cache_dir() / OFFICIAL_WEIGHTS[key].filename
+            cached = weights_cache_dir() / official.filename
             cached.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(extra.pop(kwarg), cached)
     assert not extra, f"{name}: create_encoder options the command line cannot pass: {extra}"
@@ -71,7 +71,7 @@ def test_probe_hear_module(esc50_root: Path, evar_dirs: Path, monkeypatch: pytes
 def test_list_models_names_every_encoder_and_its_weights(capsys: pytest.CaptureFixture) -> None:
     weights, _ = write_checkpoint("byola", weights_cache_dir().parent / "src")
     weights_cache_dir().mkdir(parents=True, exist_ok=True)
-    shutil.copy(weights, weights_cache_dir() / OFFICIAL_WEIGHTS["byola512"].filename)  # byola is now cached
+    shutil.copy(weights, weights_cache_dir() / evar.encoders.get_encoder_spec("byola").weights.filename)  # byola is now cached
     assert main(["list", "models"]) == 0
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
     assert set(NAMES) | {"hear:<module>"} == set(lines)
@@ -93,6 +93,9 @@ def test_spec_facts_match_the_built_encoder(name: str, tmp_path: Path) -> None:
     weights, options = write_checkpoint(name, tmp_path)
     encoder = evar.create_encoder(name, weights=str(weights) if weights else None, **options)
     assert (spec.sample_rate, spec.embed_dim) == (encoder.sample_rate, encoder.embed_dim)
+    if spec.weights is not None:  # an official file is stated in full: where, under which terms
+        assert spec.weights.url.startswith("https://") and spec.weights.filename and spec.weights.licence
+        assert spec.weights.sha256 is None or len(spec.weights.sha256) == 64
     if encoder.needs_stats:
         encoder.set_stats(-5.0, 4.0)
     assert encoder.embed(torch.zeros(1, encoder.sample_rate)).shape == (1, spec.embed_dim)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from evar.errors import EvarError
-from evar.encoders.weights import OFFICIAL_WEIGHTS, WeightFile, download, load_state_dict, register_weights, resolve_weights
+from evar.encoders.weights import WeightFile, download, load_state_dict, resolve_weights
 from http_server import serve
 
 
@@ -46,18 +46,17 @@ def test_download_rejects_wrong_checksum(tmp_path: Path) -> None:
 def test_resolve_weights_downloads_into_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path, sha = _payload(tmp_path)
     with serve(path.parent) as (url, log):
-        monkeypatch.setitem(OFFICIAL_WEIGHTS, "toy", WeightFile("model.pth", f"{url}/model.pth", sha, "the toy page"))
-        got = resolve_weights("toy")
+        toy = WeightFile("model.pth", f"{url}/model.pth", sha, "the toy page")
+        got = resolve_weights(toy)
         assert got == tmp_path / "cache" / "weights" / "model.pth"
-        assert resolve_weights("toy") == got and len(log) == 1  # second call: from the cache
+        assert resolve_weights(toy) == got and len(log) == 1  # second call: from the cache
     with pytest.raises(EvarError, match="weights file not found: /nowhere.pth"):
-        resolve_weights("toy", "/nowhere.pth")
+        resolve_weights(toy, "/nowhere.pth")
 
 
-def test_missing_weights_without_download_say_where_to_get_them(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(OFFICIAL_WEIGHTS, "toy2", register_weights("toy2", WeightFile("x.pth", "https://example.org/x.pth", None, "the x page")))
+def test_missing_weights_without_download_say_where_to_get_them() -> None:
     with pytest.raises(EvarError, match=r"https://example.org/x.pth \(see the x page\)"):
-        resolve_weights("toy2", allow_download=False)
+        resolve_weights(WeightFile("x.pth", "https://example.org/x.pth", None, "the x page"), allow_download=False)
 
 
 class NotTensors:

@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 
 from evar.errors import EvarError, unknown_name
 from evar.encoders.base import Encoder, LayerFusion, mean_max_pool
+from evar.encoders.weights import WeightFile
 
 ENTRY_POINT_GROUP = "evar.encoders"
 
@@ -30,7 +31,7 @@ class EncoderSpec:
     factory: Callable[..., Encoder]
     sample_rate: int | None = None
     embed_dim: int | None = None
-    weights: str | None = None  # key into evar.encoders.weights.OFFICIAL_WEIGHTS
+    weights: WeightFile | None = None  # the official checkpoint (URL, sha256, licence)
     description: str = ""
     source: str = "evar"
     defaults: dict = field(default_factory=dict)
@@ -49,7 +50,7 @@ def register_encoder(
     *,
     sample_rate: int | None = None,
     embed_dim: int | None = None,
-    weights: str | None = None,
+    weights: WeightFile | None = None,
     description: str = "",
     weights_note: str = "",
     finetune: dict | None = None,
@@ -166,8 +167,8 @@ def model_label(model: str, layers: Sequence[int | str] | None = None) -> str:
     return f"{model}+{','.join(str(l) for l in layers)}" if layers else model
 
 
-def get_spec_weights(model: str) -> str | None:
-    """The official-weights key of a registered model (None for weight-free or prefixed models)."""
+def get_spec_weights(model: str) -> WeightFile | None:
+    """The official checkpoint of a registered model (None for weight-free or prefixed models)."""
     try:
         return get_encoder_spec(model).weights
     except EvarError:

@@ -41,7 +41,7 @@ from torch.nn import functional as F
 from evar.errors import EvarError
 from evar.frontends.kaldi import KaldiFbank
 from evar.encoders.vit import Block, PatchEmbed, block_geometry
-from evar.encoders.weights import WeightFile, file_sha256, load_state_dict, register_weights, resolve_weights
+from evar.encoders.weights import WeightFile, load_state_dict, load_weights, resolve_weights
 from evar.encoders import register_encoder
 from evar.encoders.base import Encoder, mean_max_pool
 
@@ -50,7 +50,7 @@ AST_SOURCE = (
     "(or the Hugging Face port MIT/ast-finetuned-audioset-10-10-0.4593, passed as a directory)"
 )
 AST_URL = "https://www.dropbox.com/s/ca0b1v2nlxzyeb4/audioset_10_10_0.4593.pth?dl=1"
-register_weights("ast", WeightFile("audioset_10_10_0.4593.pth", AST_URL, None, AST_SOURCE))
+AST_WEIGHTS = WeightFile("audioset_10_10_0.4593.pth", AST_URL, None, AST_SOURCE, "BSD-3-Clause (the ast repository)")
 
 #: AST's AudioSet fbank statistics (egs/audioset/run.sh), used with ``preprocess="ast"``
 AUDIOSET_STATS = (-4.2677393, 4.5689974)
@@ -257,13 +257,10 @@ class ASTEncoder(Encoder):
         try:
             depth, mlp_hidden = block_geometry(state)
             encoder = cls(dim, depth, heads, (f0, n // f0), strides, mlp_hidden, **options)
-            missing, unexpected = encoder.backbone.load_state_dict(state, strict=False)
         except (ValueError, RuntimeError) as exc:
             raise EvarError(f"{path}: not a loadable AST checkpoint ({exc})") from exc
-        if missing or unexpected:
-            raise EvarError(f"{path}: not a loadable AST checkpoint (missing {missing[:4]}, unexpected {unexpected[:4]})")
+        encoder.weights_sha256 = load_weights(encoder.backbone, path, "loadable AST", state)
         encoder.checkpoint_format = fmt
-        encoder.weights_sha256 = file_sha256(path)
         return encoder
 
     def set_stats(self, mean: float, std: float) -> None:
@@ -329,7 +326,7 @@ class ASTEncoder(Encoder):
 
 
 @register_encoder(
-    "ast", sample_rate=16000, embed_dim=768, weights="ast",
+    "ast", sample_rate=16000, embed_dim=768, weights=AST_WEIGHTS,
     finetune=dict(lr=2.0, batch_size=64, warmup_epochs=4, freq_mask=24, time_mask=96, rrc=True),  # config/ast.yaml
     description="AST (Interspeech 2021), AudioSet 0.4593 checkpoint; mean of class+distillation tokens",
 )
@@ -343,7 +340,7 @@ def build_ast(
     allow_download: bool = True,
 ) -> ASTEncoder:
     """AST from the official checkpoint (or ``weights``: an AST ``.pth``, a Hugging Face file or directory)."""
-    path = resolve_weights("ast", _checkpoint_file(weights), allow_download=allow_download)
+    path = resolve_weights(AST_WEIGHTS, _checkpoint_file(weights), allow_download=allow_download)
     return ASTEncoder.from_checkpoint(
         path, num_heads=num_heads, stride=stride, preprocess=preprocess, pooling=pooling, target_length=target_length
     )

@@ -17,7 +17,7 @@ from torch import nn
 from evar.errors import EvarError
 from evar.frontends.logmel import LogMelSpectrogram
 from evar.encoders.weights import (
-    WeightFile, check_state_dict, file_sha256, load_state_dict, register_weights, resolve_weights,
+    WeightFile, load_state_dict, load_weights, resolve_weights,
 )
 from evar.encoders import register_encoder
 from evar.encoders.base import Encoder, default_init_words
@@ -29,9 +29,11 @@ BYOLA_SHA256 = {
     1024: None,
     2048: None,
 }
-for _dim, _sha in BYOLA_SHA256.items():
-    _name = f"AudioNTT2020-BYOLA-64x96d{_dim}.pth"
-    register_weights(f"byola{_dim}", WeightFile(_name, BYOLA_URL.format(_name), _sha, BYOLA_SOURCE))
+#: "for evaluation only" is the NTT licence's gist; read it in the repository before any other use
+BYOLA_LICENCE = "NTT licence (research and evaluation only; see the byol-a repository)"
+BYOLA_WEIGHTS = {dim: WeightFile(f"AudioNTT2020-BYOLA-64x96d{dim}.pth",
+                                 BYOLA_URL.format(f"AudioNTT2020-BYOLA-64x96d{dim}.pth"), sha, BYOLA_SOURCE,
+                                 BYOLA_LICENCE) for dim, sha in BYOLA_SHA256.items()}
 
 #: EVAR's config/byola.yaml fine-tuning settings beyond the defaults (lr 0.001, batch 256, 200 epochs, 5 warm-up,
 #: mixup 0.5, masks 30/100): random resize crop on
@@ -104,11 +106,8 @@ class BYOLAEncoder(Encoder):
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Load an official checkpoint (or a plain state_dict of the same keys), strictly."""
-        state = load_state_dict(path)
-        state = {k.removeprefix("module."): v for k, v in state.items()}
-        check_state_dict(self.net, state, path, f"BYOL-A d={self.embed_dim}")
-        self.net.load_state_dict(state)
-        self.weights_sha256 = file_sha256(path)
+        state = {k.removeprefix("module."): v for k, v in load_state_dict(path).items()}
+        self.weights_sha256 = load_weights(self.net, path, f"BYOL-A d={self.embed_dim}", state)
 
     def set_stats(self, mean: float, std: float) -> None:
         self.stats = torch.tensor([float(mean), float(std)], device=self.stats.device)
@@ -140,7 +139,7 @@ class BYOLAEncoder(Encoder):
 def _builder(d: int):
     def build(weights: str | None = None, mel: str = "evar", allow_download: bool = True) -> BYOLAEncoder:
         encoder = BYOLAEncoder(d=d, mel=mel)
-        encoder.load_checkpoint(resolve_weights(f"byola{d}", weights, allow_download=allow_download))
+        encoder.load_checkpoint(resolve_weights(BYOLA_WEIGHTS[d], weights, allow_download=allow_download))
         return encoder
 
     build.__doc__ = f"BYOL-A v1, {d}-d, official checkpoint."
@@ -148,5 +147,5 @@ def _builder(d: int):
 
 
 for _dim, _name in ((512, "byola"), (1024, "byola1024"), (2048, "byola2048")):
-    register_encoder(_name, sample_rate=16000, embed_dim=_dim, weights=f"byola{_dim}", finetune=BYOLA_FINETUNE,
+    register_encoder(_name, sample_rate=16000, embed_dim=_dim, weights=BYOLA_WEIGHTS[_dim], finetune=BYOLA_FINETUNE,
                      description=f"BYOL-A v1 (IJCNN 2021) {_dim}-d")(_builder(_dim))

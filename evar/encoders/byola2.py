@@ -20,20 +20,21 @@ from torch import nn
 from evar.errors import EvarError
 from evar.frontends.logmel import LogMelSpectrogram
 from evar.encoders.weights import (
-    WeightFile, check_state_dict, file_sha256, load_state_dict, register_weights, resolve_weights,
+    WeightFile, load_state_dict, load_weights, resolve_weights,
 )
 from evar.encoders import register_encoder
 from evar.encoders.base import Encoder
-from evar.encoders.byola import BYOLA_FINETUNE, MEL_CONVENTIONS, _conv_block
+from evar.encoders.byola import BYOLA_FINETUNE, BYOLA_LICENCE, MEL_CONVENTIONS, _conv_block
 
 # The publisher gives no checksum. The file's git blob SHA-1 in nttcslab/byol-a (v2/, commit 3e65c92)
 # is 7e081bb05e8e1e620a13fa21f36a9fa4a973b1c3; its sha256 could not be computed here (file not fetched).
-register_weights("byola2", WeightFile(
+BYOLA2_WEIGHTS = WeightFile(
     "AudioNTT2022-BYOLA-64x96d2048.pth",
     "https://github.com/nttcslab/byol-a/raw/master/v2/AudioNTT2022-BYOLA-64x96d2048.pth",
     None,
     "https://github.com/nttcslab/byol-a/tree/master/v2",
-))
+    BYOLA_LICENCE,
+)
 
 HOP = 160  # samples between log-mel frames at 16 kHz
 POOL = 4  # two 2x max-pools over time
@@ -89,11 +90,8 @@ class BYOLA2Encoder(Encoder):
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Load the official checkpoint (a plain ``state_dict``; ``module.``/``body.`` prefixes accepted), strictly."""
-        state = load_state_dict(path)
-        state = {k.removeprefix("module.").removeprefix("body."): v for k, v in state.items()}
-        check_state_dict(self.net, state, path, f"BYOL-A v2 ({self.embed_dim}-d)")
-        self.net.load_state_dict(state)
-        self.weights_sha256 = file_sha256(path)
+        state = {k.removeprefix("module.").removeprefix("body."): v for k, v in load_state_dict(path).items()}
+        self.weights_sha256 = load_weights(self.net, path, f"BYOL-A v2 ({self.embed_dim}-d)", state)
 
     def frame_timestamps(self, n_frames: int) -> torch.Tensor:
         """Centre of each output frame's 4 log-mel frames (centred STFT: mel frame i is at i * 10 ms)."""
@@ -120,10 +118,10 @@ class BYOLA2Encoder(Encoder):
         return {**super().config(), "mel": self.mel, "weights_sha256": self.weights_sha256}
 
 
-@register_encoder("byola2", sample_rate=16000, embed_dim=3072, weights="byola2", finetune=BYOLA_FINETUNE,
+@register_encoder("byola2", sample_rate=16000, embed_dim=3072, weights=BYOLA2_WEIGHTS, finetune=BYOLA_FINETUNE,
                   description="BYOL-A v2 (TASLP 2023) 3072-d")
 def byola2(weights: str | None = None, mel: str = "evar", allow_download: bool = True) -> BYOLA2Encoder:
     """BYOL-A v2, official ``AudioNTT2022-BYOLA-64x96d2048.pth`` (3072-d output)."""
     encoder = BYOLA2Encoder(mel=mel)
-    encoder.load_checkpoint(resolve_weights("byola2", weights, allow_download=allow_download))
+    encoder.load_checkpoint(resolve_weights(BYOLA2_WEIGHTS, weights, allow_download=allow_download))
     return encoder.eval()  # BatchNorm in eval mode before any forward pass (e.g. LayerFusion's probe)

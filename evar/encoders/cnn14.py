@@ -35,18 +35,19 @@ from transformers.audio_utils import mel_filter_bank
 
 from evar.errors import EvarError
 from evar.encoders.numpy_checkpoint import load_state_dict_with_numpy
-from evar.encoders.weights import WeightFile, check_state_dict, file_sha256, register_weights, resolve_weights
+from evar.encoders.weights import WeightFile, load_weights, resolve_weights
 from evar.encoders import register_encoder
 from evar.encoders.base import Encoder
 
 PANNS_SOURCE = "https://zenodo.org/record/3987831"
 # zenodo publishes md5 checksums only; no sha256 is known for these files.
-register_weights("cnn14", WeightFile("Cnn14_16k_mAP=0.438.pth",
-                                     "https://zenodo.org/record/3987831/files/Cnn14_16k_mAP%3D0.438.pth",
-                                     None, PANNS_SOURCE))
-register_weights("cnn14_32k", WeightFile("Cnn14_mAP=0.431.pth",
-                                         "https://zenodo.org/record/3987831/files/Cnn14_mAP%3D0.431.pth",
-                                         None, PANNS_SOURCE))
+PANNS_LICENCE = "CC BY 4.0 (the Zenodo record)"
+CNN14_WEIGHTS = {
+    "cnn14": WeightFile("Cnn14_16k_mAP=0.438.pth", "https://zenodo.org/record/3987831/files/Cnn14_16k_mAP%3D0.438.pth",
+                        None, PANNS_SOURCE, PANNS_LICENCE),
+    "cnn14_32k": WeightFile("Cnn14_mAP=0.431.pth", "https://zenodo.org/record/3987831/files/Cnn14_mAP%3D0.431.pth",
+                            None, PANNS_SOURCE, PANNS_LICENCE),
+}
 
 #: sample_rate, n_fft (= window), hop, n_mels, f_min, f_max of the two official checkpoints
 VARIANTS = {"cnn14": (16000, 512, 160, 64, 50.0, 8000.0), "cnn14_32k": (32000, 1024, 320, 64, 50.0, 14000.0)}
@@ -154,9 +155,7 @@ class Cnn14Encoder(Encoder):
                 raise EvarError(f"{path}: its front end ({key} {tuple(stored.shape)}) is not {self.variant}'s "
                                 f"({self.sample_rate} Hz, n_fft {self.frontend.n_fft}); "
                                 f"use {'cnn14_32k' if self.variant == 'cnn14' else 'cnn14'} for this file?")
-        check_state_dict(self.net, state, path, f"PANNs CNN14 ({self.variant})")
-        self.net.load_state_dict(state)
-        self.weights_sha256 = file_sha256(path)
+        self.weights_sha256 = load_weights(self.net, path, f"PANNs CNN14 ({self.variant})", state)
 
     def features(self, wav: torch.Tensor) -> torch.Tensor:
         """Log-mel in dB, ``(B, 1, T, n_mels)`` (T = 1 + N // hop), before ``bn0``."""
@@ -206,7 +205,7 @@ class Cnn14Encoder(Encoder):
 def _builder(variant: str, description: str):
     def build(weights: str | None = None, allow_download: bool = True) -> Cnn14Encoder:
         encoder = Cnn14Encoder(variant)
-        encoder.load_checkpoint(resolve_weights(variant, weights, allow_download=allow_download))
+        encoder.load_checkpoint(resolve_weights(CNN14_WEIGHTS[variant], weights, allow_download=allow_download))
         return encoder
 
     build.__doc__ = description
@@ -215,5 +214,5 @@ def _builder(variant: str, description: str):
 
 for _variant, _description in (("cnn14", "PANNs CNN14 16 kHz (Cnn14_16k_mAP=0.438, EVAR's CNN14)"),
                                ("cnn14_32k", "PANNs CNN14 32 kHz (Cnn14_mAP=0.431)")):
-    register_encoder(_variant, sample_rate=VARIANTS[_variant][0], embed_dim=2048, weights=_variant,
+    register_encoder(_variant, sample_rate=VARIANTS[_variant][0], embed_dim=2048, weights=CNN14_WEIGHTS[_variant],
                      description=_description)(_builder(_variant, _description))

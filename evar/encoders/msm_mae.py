@@ -33,7 +33,7 @@ from torch.nn import functional as F
 from evar.errors import EvarError
 from evar.frontends.logmel import LogMelSpectrogram
 from evar.encoders.vit import Block, PatchEmbed, block_geometry
-from evar.encoders.weights import WeightFile, file_sha256, load_state_dict, register_weights, resolve_weights
+from evar.encoders.weights import WeightFile, load_state_dict, load_weights, resolve_weights
 from evar.encoders import register_encoder
 from evar.encoders.base import Encoder, mean_max_pool
 
@@ -43,8 +43,9 @@ NORMS = ("evar", "batch")
 POOLINGS = ("mean", "mean_max")
 #: registry name -> released run folder (the folder name encodes input and patch size)
 RUNS = {"msm_mae": "80x208p16x16_0422", "msm_mae_512": "80x512p16x16_0425", "msm_mae_paper": "80x512p16x16_paper"}
-for _name, _run in RUNS.items():
-    register_weights(_name, WeightFile(f"msm_mae_{_run}_checkpoint-100.pth", MSM_MAE_SOURCE, None, MSM_MAE_SOURCE))
+MSM_MAE_WEIGHTS = {name: WeightFile(f"msm_mae_{run}_checkpoint-100.pth", MSM_MAE_SOURCE, None, MSM_MAE_SOURCE,
+                                    "NTT licence (research and evaluation only; see the msm-mae repository)")
+                   for name, run in RUNS.items()}
 DECODER_PREFIXES = ("decoder_", "mask_token")
 
 
@@ -134,12 +135,9 @@ class MSMMAEEncoder(Encoder):
         try:
             depth, mlp_hidden = block_geometry(state)
             encoder = cls(dim, depth, num_heads or dim // 64, (pf, pt), grid, has_cls, mlp_hidden, **options)
-            missing, unexpected = encoder.backbone.load_state_dict(state, strict=False)
         except (ValueError, RuntimeError) as exc:
             raise EvarError(f"{path}: not a loadable MSM-MAE checkpoint ({exc})") from exc
-        if missing or unexpected:
-            raise EvarError(f"{path}: not a loadable MSM-MAE checkpoint (missing {missing[:4]}, unexpected {unexpected[:4]})")
-        encoder.weights_sha256 = file_sha256(path)
+        encoder.weights_sha256 = load_weights(encoder.backbone, path, "loadable MSM-MAE", state)
         return encoder
 
     def set_stats(self, mean: float, std: float) -> None:
@@ -209,7 +207,7 @@ def _builder(name: str):
     ) -> MSMMAEEncoder:
         # allow_download is accepted like every encoder's, but the release has no direct link to fetch:
         # the file comes from the releases page (placed in the cache) or ``weights``
-        path = resolve_weights(name, weights, allow_download=False)
+        path = resolve_weights(MSM_MAE_WEIGHTS[name], weights, allow_download=False)
         return MSMMAEEncoder.from_checkpoint(path, num_heads=num_heads, norm=norm, pooling=pooling)
 
     build.__doc__ = f"MSM-MAE {RUNS[name]} (download from {MSM_MAE_SOURCE}, pass weights=PATH)."
@@ -217,5 +215,5 @@ def _builder(name: str):
 
 
 for _name, _run in RUNS.items():
-    register_encoder(_name, sample_rate=SAMPLE_RATE, embed_dim=3840, weights=_name,
+    register_encoder(_name, sample_rate=SAMPLE_RATE, embed_dim=3840, weights=MSM_MAE_WEIGHTS[_name],
                      description=f"MSM-MAE ViT-B {_run} (HEAR 2021), 3840-d")(_builder(_name))

@@ -34,18 +34,18 @@ from transformers.audio_utils import mel_filter_bank
 
 from evar.errors import EvarError
 from evar.encoders.numpy_checkpoint import load_state_dict_with_numpy
-from evar.encoders.weights import WeightFile, check_state_dict, file_sha256, register_weights, resolve_weights
+from evar.encoders.weights import WeightFile, file_sha256, load_weights, resolve_weights
 from evar.encoders import register_encoder
 from evar.encoders.base import Encoder
 
 TORCHVGGISH_SOURCE = "https://github.com/harritaylor/torchvggish/releases/tag/v0.1"
 TORCHVGGISH_URL = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/{}"
 # No sha256 is published; the names carry torch.hub's sha256 prefixes (10086976..., 970ea276...).
-register_weights("vggish", WeightFile("vggish-10086976.pth", TORCHVGGISH_URL.format("vggish-10086976.pth"),
-                                      None, TORCHVGGISH_SOURCE))
-register_weights("vggish_pca", WeightFile("vggish_pca_params-970ea276.pth",
-                                          TORCHVGGISH_URL.format("vggish_pca_params-970ea276.pth"),
-                                          None, TORCHVGGISH_SOURCE))
+VGGISH_LICENCE = "Apache-2.0 (torchvggish; converted from TensorFlow models' VGGish)"
+VGGISH_WEIGHTS = WeightFile("vggish-10086976.pth", TORCHVGGISH_URL.format("vggish-10086976.pth"), None,
+                            TORCHVGGISH_SOURCE, VGGISH_LICENCE)
+VGGISH_PCA_WEIGHTS = WeightFile("vggish_pca_params-970ea276.pth", TORCHVGGISH_URL.format("vggish_pca_params-970ea276.pth"),
+                                None, TORCHVGGISH_SOURCE, VGGISH_LICENCE)
 
 SAMPLE_RATE = 16000
 WINDOW, HOP, N_FFT, N_MELS = 400, 160, 512, 64
@@ -159,9 +159,7 @@ class VGGishEncoder(Encoder):
     def load_checkpoint(self, path: str | Path) -> None:
         """Load torchvggish's ``vggish-10086976.pth`` (or tcvrick's ``fc.*`` naming), strictly."""
         state = {_torchvggish_key(k): v for k, v in load_state_dict_with_numpy(path).items()}
-        check_state_dict(self.net, state, path, "VGGish")
-        self.net.load_state_dict(state)
-        self.weights_sha256 = file_sha256(path)
+        self.weights_sha256 = load_weights(self.net, path, "VGGish", state)
 
     def load_pca(self, path: str | Path) -> None:
         """Load torchvggish's PCA file (``pca_eigen_vectors`` 128x128, ``pca_means`` 128 or 128x1)."""
@@ -227,8 +225,8 @@ def _builder(output: str, description: str):
             raise EvarError("pca_weights applies only to vggish_pca")
         encoder = VGGishEncoder(output=output)
         if output == "pca":  # the small file first: a wrong one fails fast
-            encoder.load_pca(resolve_weights("vggish_pca", pca_weights, allow_download=allow_download))
-        encoder.load_checkpoint(resolve_weights("vggish", weights, allow_download=allow_download))
+            encoder.load_pca(resolve_weights(VGGISH_PCA_WEIGHTS, pca_weights, allow_download=allow_download))
+        encoder.load_checkpoint(resolve_weights(VGGISH_WEIGHTS, weights, allow_download=allow_download))
         return encoder
 
     build.__doc__ = description
@@ -240,5 +238,5 @@ for _name, _output, _description in (
     ("vggish_pca", "pca", "VGGish 128-d with torchvggish's PCA + 8-bit quantisation (AudioSet release format)"),
     ("vggish_4k", "fc1", "VGGish first 4096-d fully connected layer (EVAR's VGGish-4K)"),
 ):
-    register_encoder(_name, sample_rate=SAMPLE_RATE, embed_dim=OUTPUTS[_output], weights="vggish",
+    register_encoder(_name, sample_rate=SAMPLE_RATE, embed_dim=OUTPUTS[_output], weights=VGGISH_WEIGHTS,
                      description=_description)(_builder(_output, _description))

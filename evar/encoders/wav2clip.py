@@ -27,14 +27,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from evar.errors import EvarError
-from evar.encoders.weights import WeightFile, file_sha256, load_state_dict, register_weights, resolve_weights
+from evar.encoders.weights import WeightFile, load_state_dict, load_weights, resolve_weights
 from evar.encoders import register_encoder
 from evar.encoders.base import Encoder
 
 WAV2CLIP_SOURCE = "https://github.com/descriptinc/lyrebird-wav2clip/releases/tag/v0.1.0-alpha"
 WAV2CLIP_URL = "https://github.com/descriptinc/lyrebird-wav2clip/releases/download/v0.1.0-alpha/Wav2CLIP.pt"
 # The release publishes no checksum and the file could not be downloaded to compute one: sha256 unknown.
-register_weights("wav2clip", WeightFile("Wav2CLIP.pt", WAV2CLIP_URL, None, WAV2CLIP_SOURCE))
+WAV2CLIP_WEIGHTS = WeightFile("Wav2CLIP.pt", WAV2CLIP_URL, None, WAV2CLIP_SOURCE, "MIT (the lyrebird-wav2clip repository)")
 
 SAMPLE_RATE = 16000
 N_FFT, HOP = 512, 353
@@ -157,14 +157,7 @@ class Wav2CLIPEncoder(Encoder):
                     key = local + key[len(official):]
             if key.startswith(tuple(PREFIXES.values())):
                 own[key] = value
-        try:
-            missing, unexpected = self.load_state_dict(own, strict=False)
-        except RuntimeError as exc:  # shape mismatch
-            raise EvarError(f"{path}: not a Wav2CLIP checkpoint ({str(exc).splitlines()[-1].strip()})") from exc
-        if missing or unexpected:
-            raise EvarError(f"{path}: not a Wav2CLIP checkpoint (missing {missing[:4]}, unexpected {unexpected[:4]}); "
-                            f"expected the official Wav2CLIP.pt from {WAV2CLIP_SOURCE}")
-        self.weights_sha256 = file_sha256(path)
+        self.weights_sha256 = load_weights(self, path, "Wav2CLIP", own)
 
     def _normalised(self, wav: torch.Tensor, n_clips: int) -> torch.Tensor:
         if wav.shape[-1] <= N_FFT // 2:
@@ -214,14 +207,14 @@ def _builder(output: str):
     def build(weights: str | None = None, norm: str = "clip", frame_length: int = SAMPLE_RATE,
               frame_hop: int = SAMPLE_RATE, allow_download: bool = True) -> Wav2CLIPEncoder:
         encoder = Wav2CLIPEncoder(output=output, norm=norm, frame_length=frame_length, frame_hop=frame_hop)
-        encoder.load_checkpoint(resolve_weights("wav2clip", weights, allow_download=allow_download))
+        encoder.load_checkpoint(resolve_weights(WAV2CLIP_WEIGHTS, weights, allow_download=allow_download))
         return encoder.eval()  # inference mode before anything (e.g. LayerFusion's probe) runs it
 
     build.__doc__ = f"Wav2CLIP, {output} output, official checkpoint."
     return build
 
 
-register_encoder("wav2clip", sample_rate=SAMPLE_RATE, embed_dim=512, weights="wav2clip",
+register_encoder("wav2clip", sample_rate=SAMPLE_RATE, embed_dim=512, weights=WAV2CLIP_WEIGHTS,
                  description="Wav2CLIP (ICASSP 2022), 512-d projection into CLIP space")(_builder("projection"))
-register_encoder("wav2clip_encoder", sample_rate=SAMPLE_RATE, embed_dim=512, weights="wav2clip",
+register_encoder("wav2clip_encoder", sample_rate=SAMPLE_RATE, embed_dim=512, weights=WAV2CLIP_WEIGHTS,
                  description="Wav2CLIP (ICASSP 2022), 512-d ResNet-18 output before the CLIP projection")(_builder("encoder"))

@@ -1,4 +1,5 @@
-"""Official checkpoints: URL + sha256 in one table, verified resumable download, safe loading."""
+"""Official checkpoints: each encoder spec's :class:`WeightFile` (URL, sha256, licence), verified resumable
+download, and the one loading path every encoder takes (:func:`load_weights`)."""
 
 from __future__ import annotations
 
@@ -25,15 +26,7 @@ class WeightFile:
     url: str
     sha256: str | None  # None where the publisher gives no checksum and none could be computed
     source: str  # where a user can get it by hand (paper/repository page)
-
-
-OFFICIAL_WEIGHTS: dict[str, WeightFile] = {}
-
-
-def register_weights(key: str, weight_file: WeightFile) -> WeightFile:
-    """Add an official checkpoint to the table (encoder modules call this at import)."""
-    OFFICIAL_WEIGHTS[key] = weight_file
-    return weight_file
+    licence: str = ""  # the terms the publisher states for the weights
 
 
 def weights_cache_dir() -> Path:
@@ -107,12 +100,11 @@ def download(url: str, dest: str | Path, sha256: str | None = None, progress: bo
     return dest
 
 
-def resolve_weights(key: str, path: str | Path | None = None, allow_download: bool = True) -> Path:
-    """Return a local checkpoint for the official weights ``key``: ``path`` if given, else the cache.
+def resolve_weights(spec: WeightFile, path: str | Path | None = None, allow_download: bool = True) -> Path:
+    """Return a local checkpoint for the official file ``spec``: ``path`` if given, else the cache.
 
     Downloads into the cache when allowed; otherwise raises an error saying where to get the file.
     """
-    spec = OFFICIAL_WEIGHTS[key]
     if path is not None:
         path = Path(path).expanduser()
         if not path.is_file():
@@ -126,15 +118,15 @@ def resolve_weights(key: str, path: str | Path | None = None, allow_download: bo
         return cached
     if not allow_download:
         raise EvarError(
-            f"weights for {key!r} ({spec.filename}) are not in {cached.parent}; pass --weights PATH or download "
+            f"weights {spec.filename} are not in {cached.parent}; pass --weights PATH or download "
             f"{spec.url} (see {spec.source})"
         )
     return download(spec.url, cached, spec.sha256)
 
 
-def weights_status(key: str) -> str:
-    """'cached' when the official file is in the cache, else 'download' (fetched on first use)."""
-    return "cached" if (weights_cache_dir() / OFFICIAL_WEIGHTS[key].filename).is_file() else "not downloaded"
+def weights_status(spec: WeightFile) -> str:
+    """'cached' when the official file is in the cache, else 'not downloaded' (fetched on first use)."""
+    return "cached" if (weights_cache_dir() / spec.filename).is_file() else "not downloaded"
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -180,6 +172,17 @@ def check_state_dict(module: torch.nn.Module, state: dict[str, torch.Tensor], pa
     unexpected = sorted(set(state) - set(expected))
     mismatched = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
     if missing or unexpected or mismatched:
-        details = ", ".join(f"{label} {keys[:3]}" for label, keys in
+        details = ", ".join(f"{label} {keys[:4]}" for label, keys in
                             (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched)) if keys)
         raise EvarError(f"{path}: not a {what} checkpoint ({details})")
+
+
+def load_weights(module: torch.nn.Module, path: str | Path, what: str,
+                 state: dict[str, torch.Tensor] | None = None) -> str:
+    """The one loading path: read ``path`` safely (unless the family already read and converted it into
+    ``state``, its checkpoint filter), check the keys and shapes exactly, load strictly; returns the file's sha256
+    for the encoder's ``weights_sha256``."""
+    state = load_state_dict(path) if state is None else state
+    check_state_dict(module, state, path, what)
+    module.load_state_dict(state)
+    return file_sha256(path)

@@ -50,7 +50,7 @@ def fused(official: Path, ref: dict) -> LayerFusion:
 
 def test_registered() -> None:
     spec = {s.name: s for s in list_encoders()}["ast"]
-    assert (spec.sample_rate, spec.embed_dim, spec.weights) == (16000, 768, "ast")
+    assert (spec.sample_rate, spec.embed_dim, spec.weights.filename) == (16000, 768, "audioset_10_10_0.4593.pth")
 
 
 def test_official_checkpoint_loads_every_key(official: Path, fused: LayerFusion) -> None:

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from evar import EvarError, create_encoder
-from evar.encoders.weights import OFFICIAL_WEIGHTS
+from evar.encoders.byola2 import BYOLA2_WEIGHTS
 from evar.encoders.base import mean_max_pool
 from fixture_support import FIXTURES, fixture_module
 
@@ -82,7 +82,7 @@ def test_checkpoint_keys_and_errors(checkpoint: Path, tmp_path: Path):
         create_encoder("byola2", weights=str(tmp_path / "missing.pth"))
     with pytest.raises(EvarError, match="github.com/nttcslab/byol-a"):
         create_encoder("byola2", allow_download=False)
-    official = OFFICIAL_WEIGHTS["byola2"]
+    official = BYOLA2_WEIGHTS
     assert official.url.endswith("/v2/AudioNTT2022-BYOLA-64x96d2048.pth") and official.sha256 is None
 
 
