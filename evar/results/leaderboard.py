@@ -586,3 +586,10 @@ def leaderboard_text(results: pd.DataFrame | None = None, fmt: str = "md", proto
     published = load_published(source=published_source) if compare_published else None
     board = build_leaderboard(results, protocol, tasks, models, groups, compare_published, published)
     return board.render(fmt, digits, compare_published)
+
+
+def write_leaderboard(out: str | Path, **options: Any) -> Path:
+    """:func:`leaderboard_text` with ``options``, written atomically to ``out``."""
+    from evar.io import atomic_write_text
+
+    return atomic_write_text(out, leaderboard_text(**options))

@@ -106,6 +106,35 @@ def save_prepared(spec: TaskSpec, root: Path, meta: pd.DataFrame, problems: list
     return Task(spec, root, meta, info)
 
 
+#: task sources (``custom``, ``sed``, ``hear``): tasks made from the user's own files, registered like tasks
+_SOURCES: dict[str, Callable[..., Task]] = {}
+
+
+def register_source(kind: str) -> Callable:
+    """Decorator registering ``make(root, csv, name, unit_sec, on_error) -> Task`` as ``evar prepare KIND``."""
+
+    def decorator(make: Callable[..., Task]) -> Callable[..., Task]:
+        _SOURCES[kind] = make
+        return make
+
+    return decorator
+
+
+def source_kinds() -> list[str]:
+    _load_builtins()
+    return sorted(_SOURCES)
+
+
+def prepare(name: str, root: str | Path, on_error: str = "fail", csv: str | Path | None = None,
+            task_name: str | None = None, unit_sec: float | None = None) -> Task:
+    """What ``evar prepare NAME`` does: a registered task from its official layout under ``root``, or a task
+    source (``custom``, ``sed``, ``hear``) made into the task ``task_name`` from the user's files."""
+    _load_builtins()
+    if name in _SOURCES:
+        return _SOURCES[name](root, csv, task_name, unit_sec, on_error)
+    return prepare_task(name, root, on_error)
+
+
 def prepare_task(name: str, root: str | Path, on_error: str = "fail") -> Task:
     """Prepare registered task ``name`` from its official layout under ``root``.
 
@@ -146,7 +175,7 @@ def is_prepared(name: str) -> bool:
 
 
 __all__ = [
-    "DownloadSpec", "LABEL_SEPARATOR", "ON_ERROR_CHOICES", "RemoteFile", "Split", "Task", "TaskSpec", "check_audio_files", "get_task_spec",
-    "is_prepared", "list_tasks", "load_task", "prepare_task", "register_task", "require_files",
-    "save_prepared", "split_labels",
+    "DownloadSpec", "LABEL_SEPARATOR", "ON_ERROR_CHOICES", "RemoteFile", "Split", "Task", "TaskSpec",
+    "check_audio_files", "get_task_spec", "is_prepared", "list_tasks", "load_task", "prepare", "prepare_task",
+    "register_source", "register_task", "require_files", "save_prepared", "source_kinds", "split_labels",
 ]

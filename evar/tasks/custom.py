@@ -19,7 +19,8 @@ import soundfile as sf
 from evar.errors import EvarError
 from evar.log import log
 from evar.tasks import (
-    LABEL_SEPARATOR, Task, TaskSpec, _REGISTRY, _load_builtins, check_audio_files, save_prepared, split_labels,
+    LABEL_SEPARATOR, Task, TaskSpec, _REGISTRY, _SOURCES, _load_builtins, check_audio_files, register_source,
+    save_prepared, split_labels,
 )
 
 SPLIT_VALUES = ("train", "valid", "test")
@@ -84,8 +85,9 @@ def prepare_custom(csv: str | Path, root: str | Path, name: str, unit_sec: float
     if not _NAME.fullmatch(name):
         raise EvarError(f"task name {name!r}: use letters, digits, '_', '-' or '.', starting with a letter or digit")
     _load_builtins()
-    if name in _REGISTRY or name == "custom":
-        raise EvarError(f"task name {name!r} is reserved (a built-in task or the word 'custom'); choose another name")
+    if name in _REGISTRY or name in _SOURCES:
+        raise EvarError(f"task name {name!r} is reserved (a built-in task or a task source: custom, sed, hear); "
+                        "choose another name")
     if not root.is_dir():
         raise EvarError(f"--root {root}: not a directory")
     if unit_sec is not None and not unit_sec > 0:
@@ -150,3 +152,11 @@ def prepare_custom(csv: str | Path, root: str | Path, name: str, unit_sec: float
     spec = TaskSpec(name, float(unit_sec), len(classes), n_folds, multilabel,
                     description=f"custom task from {csv.name}", source=str(csv.resolve()))
     return save_prepared(spec, root, meta, problems)
+
+
+@register_source("custom")
+def _custom_source(root: str | Path, csv: str | Path | None, name: str | None, unit_sec: float | None,
+                   on_error: str) -> Task:
+    if not csv or not name:
+        raise EvarError("prepare custom needs --csv FILE and --name NAME")
+    return prepare_custom(csv, root, name, unit_sec, on_error)

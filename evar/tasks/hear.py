@@ -28,7 +28,8 @@ import soundfile as sf
 
 from evar.errors import EvarError
 from evar.tasks import (
-    LABEL_SEPARATOR, Task, TaskSpec, _REGISTRY, _load_builtins, check_audio_files, require_files, save_prepared,
+    LABEL_SEPARATOR, Task, TaskSpec, _REGISTRY, _load_builtins, check_audio_files, register_source, require_files,
+    save_prepared,
 )
 from evar.tasks.sed import DEFAULT_METRIC, EVENT_METRICS, save_event_task
 from evar.log import log
@@ -222,3 +223,11 @@ def _prepare_events(root: Path, meta: dict, name: str, groups: dict[str, tuple[s
                     description=f"HEAR {meta['task_name']} (event, {meta['split_mode']}, {metric})",
                     source=str(root.resolve()))
     return save_event_task(spec, root, clips_table, events_table, on_error, metric)
+
+
+@register_source("hear")
+def _hear_source(root: str | Path, csv: str | Path | None, name: str | None, unit_sec: float | None,
+                 on_error: str) -> Task:
+    if csv:
+        raise EvarError("prepare hear reads the task folder's own metadata; --csv does not apply")
+    return prepare_hear(root, name=name, unit_sec=unit_sec, on_error=on_error)

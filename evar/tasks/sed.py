@@ -30,8 +30,8 @@ import soundfile as sf
 from evar.errors import EvarError
 from evar.metrics.sed import Event
 from evar.tasks import (
-    LABEL_SEPARATOR, Task, TaskSpec, _REGISTRY, _load_builtins, check_audio_files, get_task_spec, metadata_paths,
-    save_prepared,
+    LABEL_SEPARATOR, Task, TaskSpec, _REGISTRY, _SOURCES, _load_builtins, check_audio_files, get_task_spec, metadata_paths,
+    register_source, save_prepared,
 )
 from evar.io import atomic_write_text
 from evar.tasks.custom import read_csv_table
@@ -145,6 +145,14 @@ def save_event_task(spec: TaskSpec, root: Path, clips: pd.DataFrame, events: pd.
     return task
 
 
+@register_source("sed")
+def _sed_source(root: str | Path, csv: str | Path | None, name: str | None, unit_sec: float | None,
+                on_error: str) -> Task:
+    if not csv or not name:
+        raise EvarError("prepare sed needs --csv FILE and --name NAME")
+    return prepare_sed(csv, root, name, unit_sec, on_error)
+
+
 def _read_table(csv: Path) -> pd.DataFrame:
     return read_csv_table(csv).apply(lambda col: col.str.strip())
 
@@ -159,7 +167,7 @@ def check_name(name: str) -> None:
     if not _NAME.fullmatch(name):
         raise EvarError(f"task name {name!r}: use letters, digits, '_', '-' or '.', starting with a letter or digit")
     _load_builtins()
-    if name in _REGISTRY or name in ("custom", "hear", "sed"):
+    if name in _REGISTRY or name in _SOURCES:
         raise EvarError(f"task name {name!r} is reserved (a built-in task or a prepare keyword); choose another name")
 
 

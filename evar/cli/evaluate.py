@@ -1,0 +1,140 @@
+"""Commands that evaluate an encoder: embed, probe, finetune."""
+
+from __future__ import annotations
+
+import argparse
+import glob
+
+from evar.cli.args import (
+    NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, add_model_options, device_name, mean_std, model_choice, run_options, seed_list,
+)
+from evar.errors import EvarError
+
+
+def add_embed(sub) -> None:
+    p = sub.add_parser("embed", help="compute (and cache) embeddings of a task or of audio files")
+    add_model_options(p)
+    p.add_argument("files", nargs="*", help="audio files (globs allowed) instead of --task")
+    p.add_argument("--task", help="a prepared task")
+    p.add_argument("--out", help="with files: write the embeddings to this .npy")
+    p.add_argument("--unit-sec", type=POSITIVE_FLOAT, help="with files: crop/pad every clip to this duration")
+    p.add_argument("--stats", type=mean_std, help="with files: normalisation MEAN,STD for encoders that need "
+                   "dataset statistics (BYOL-A, AST, MSM-MAE); default: measured on the given files")
+    p.add_argument("--shard", help="with --task: compute shard I/N only (I from 0, e.g. $SLURM_ARRAY_TASK_ID/16); "
+                   "the last shard to finish assembles the embeddings")
+    p.set_defaults(handler=cmd_embed)
+
+
+def cmd_embed(args: argparse.Namespace) -> None:
+    from evar.api import embed, embed_files_to
+
+    if bool(args.task) == bool(args.files):
+        raise EvarError("give either --task TASK or audio files")
+    if args.files:
+        if not args.out:
+            raise EvarError("--out PATH.npy is required when embedding files")
+        files = [f for pattern in args.files for f in (sorted(glob.glob(pattern)) or [pattern])]  # order kept
+        emb, listing = embed_files_to(args.out, model_choice(args), files, run_options(args), args.unit_sec, args.stats)
+        print(f"wrote {args.out}: {emb.shape[0]} x {emb.shape[1]} (files in {listing})")
+        return
+    emb = embed(model_choice(args), task=args.task, run=run_options(args), shard=args.shard)
+    if emb is not None:  # None: a shard whose siblings are still running (embed_task said how many chunks are left)
+        print(f"embeddings of {args.task}: {emb.shape[0]} x {emb.shape[1]} (cached)")
+
+
+def add_probe(sub) -> None:
+    p = sub.add_parser("probe", help="linear evaluation (EVAR protocol); appends to results/scores.csv")
+    add_model_options(p)
+    p.add_argument("--task", required=True)
+    p.add_argument("--seeds", type=seed_list, help="comma-separated seeds (default 42); EVAR's papers average 42,43,44")
+    p.add_argument("--lr", type=POSITIVE_FLOAT, help="default 3e-4 (evar.options.ProbeSettings)")
+    p.add_argument("--max-epochs", type=POSITIVE_INT, help="default 200")
+    p.add_argument("--patience", type=NON_NEGATIVE_INT, help="default 20")
+    p.add_argument("--linear-mode", choices=["evar", "clean"],
+                   help="evar (default): EVAR's classifier and random stream, seed for seed (its two-pass runner); "
+                        "clean: each fold and seed seeded on its own, scaler on the training part, argmax of logits")
+    p.add_argument("--loss", choices=["bce", "afl", "soft_f1"],
+                   help="event (SED) tasks: frame loss (default bce); afl: asymmetric focal loss, soft_f1: soft F-measure")
+    p.add_argument("--afl-gamma", type=float, help="event tasks, afl: focus on active frames (default 0)")
+    p.add_argument("--afl-zeta", type=float, help="event tasks, afl: focus on inactive frames (default 1)")
+    p.set_defaults(handler=cmd_probe)
+
+
+def cmd_probe(args: argparse.Namespace) -> None:
+    from evar.api import probe, probe_layers, probe_settings
+
+    settings = probe_settings(args.task, lr=args.lr, max_epochs=args.max_epochs, patience=args.patience,
+                              seeds=args.seeds, mode=args.linear_mode, loss=args.loss, afl_gamma=args.afl_gamma,
+                              afl_zeta=args.afl_zeta)
+    if args.layers == "all":
+        for result in probe_layers(args.task, model_choice(args), settings, run_options(args)):
+            print(f"{result.label} ({result.settings['layer_name']}) on {result.task}: {result.metric} "
+                  f"{100 * result.mean:.2f} ± {100 * result.std:.2f}")
+        return
+    result = probe(args.task, model_choice(args), settings, run_options(args))
+    if result.protocol == "sed":
+        last = result.settings["sed"][-1]
+        print(f"{result.summary()}; segment 1 s F1 {100 * last['segment_1s']['f_measure']:.2f}, "
+              f"ER {last['segment_1s']['error_rate']:.3f} ({last['round']}, seed {last['seed']})")
+        return
+    per_round = ", ".join(f"{name} {100 * sum(s) / len(s):.2f}" for name, s in zip(result.rounds, result.scores))
+    print(f"{result.summary()} ({per_round})")
+
+
+def add_finetune(sub) -> None:
+    p = sub.add_parser("finetune", help="fine-tune an encoder on a task (EVAR protocol); appends to results/scores.csv")
+    p.add_argument("--task", required=True)
+    p.add_argument("--model", required=True, help="registered encoder name (see `evar list models`)")
+    p.add_argument("--weights", help="local checkpoint file (default: official weights from the cache)")
+    p.add_argument("--device", type=device_name, default="cpu", help="torch device, e.g. cuda")
+    p.add_argument("--num-workers", type=NON_NEGATIVE_INT, default=0, help="DataLoader worker processes for audio decoding")
+    g = p.add_argument_group("training (unset: the encoder's EVAR defaults, e.g. byola 0.001/256/200/5/0.5/30/100/rrc)")
+    g.add_argument("--lr", type=POSITIVE_FLOAT)
+    g.add_argument("--epochs", type=POSITIVE_INT)
+    g.add_argument("--batch-size", type=POSITIVE_INT)
+    g.add_argument("--warmup-epochs", type=NON_NEGATIVE_FLOAT)
+    g.add_argument("--optimizer", choices=["sgd", "adamw"], help="default sgd (momentum 0.9, no weight decay)")
+    g.add_argument("--mixup", type=NON_NEGATIVE_FLOAT, help="mixup alpha on waveforms; 0 turns it off")
+    g.add_argument("--freq-mask", type=NON_NEGATIVE_INT, help="frequency mask width (log-mel bins); 0 turns it off")
+    g.add_argument("--time-mask", type=NON_NEGATIVE_INT, help="time mask width (frames); 0 turns it off")
+    g.add_argument("--rrc", action=argparse.BooleanOptionalAction, default=None, help="random resize crop")
+    g.add_argument("--aug-shared", action="store_true", default=None,
+                   help="one mask/crop per batch, as EVAR applies them (default: one per clip)")
+    g.add_argument("--loss", choices=["ce", "wce", "bce", "afl", "soft_f1"],
+                   help="ce: EVAR's (BCE for multi-label); wce: inverse-frequency weighted ce; afl: asymmetric focal")
+    g.add_argument("--afl-gamma", type=float, help="asymmetric focal loss: focus on active targets (default 0)")
+    g.add_argument("--afl-zeta", type=float, help="asymmetric focal loss: focus on inactive targets (default 1)")
+    g.add_argument("--pos-weight", type=float, help="bce/ce multi-label: weight of active targets (simple re-weighting)")
+    g.add_argument("--inverse-frequency", action="store_true", default=None,
+                   help="bce/afl: weigh classes by inverse training frequency")
+    g.add_argument("--mix-training", action="store_true", default=None,
+                   help="first train on two-clip blends with the union of labels (BCE), then on unmixed clips")
+    g.add_argument("--mix-epochs", type=float, help="fraction of --epochs in the mixed phase (default 0.5)")
+    g.add_argument("--mix-ratio", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                   help="blend weight a ~ U(LOW, HIGH) (default 0.3 0.7)")
+    g.add_argument("--freeze", action="store_true", default=None, help="train the head only (encoder frozen, eval mode)")
+    g.add_argument("--early-stop", type=NON_NEGATIVE_INT, help="stop N epochs after the best validation epoch (default off)")
+    g.add_argument("--cv-protocol", choices=["holdout", "evar"],
+                   help="folds without a valid split: holdout (10%% of training validates; test at the best epoch; "
+                        "default) or evar (the test fold validates; best test score over epochs, optimistic)")
+    g.add_argument("--no-epoch-test", dest="epoch_test", action="store_false", default=None,
+                   help="test once with the best weights instead of every epoch")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--amp", action="store_true", default=None, help="bfloat16 autocast (CUDA only)")
+    p.add_argument("--resume", action="store_true", help="continue the latest unfinished run with the same settings")
+    p.set_defaults(handler=cmd_finetune)
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    from evar.api import finetune
+    from evar.options import ModelChoice
+    from evar.protocols.finetune import FineTuneSettings
+
+    overrides = {f: getattr(args, f) for f in FineTuneSettings.__dataclass_fields__ if getattr(args, f, None) is not None}
+    result = finetune(args.task, ModelChoice(args.model, args.weights), overrides, run_options(args), resume=args.resume)
+    per_round = ", ".join(f"{name} {100 * s[0]:.2f}" for name, s in zip(result.rounds, result.scores))
+    print(f"{result.model} fine-tuned on {result.task}: {result.metric} {100 * result.mean:.2f} "
+          f"± {100 * result.std:.2f} ({per_round}); run folder {result.settings['run_dir']}")
+
+
+COMMANDS = (("embed", add_embed), ("probe", add_probe), ("finetune", add_finetune),)
