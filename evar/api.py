@@ -11,7 +11,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from evar.embeddings.cache import embed_files, embed_task, parse_shard, save_npy_atomic, skipped_clips
+from evar.embeddings.cache import embed_task, parse_shard, save_npy_atomic, skipped_clips
+from evar.embeddings.files import embed_files
 from evar.encoders.base import Encoder, LayerFusion
 from evar.errors import EvarError
 from evar.io import atomic_write_text

@@ -11,6 +11,8 @@ import torch
 
 import evar
 import evar.embeddings.cache as embed_module
+from evar.embeddings import datasets, inference
+from evar.embeddings import stats as stats_pass
 from evar.embeddings.cache import cache_folder, embed_task
 from evar.encoders.melspec import MelSpecEncoder
 from evar.errors import AudioError
@@ -111,7 +113,7 @@ def test_random_crops_follow_the_relative_file_name(tmp_path: Path) -> None:
 
     def crops(root: str) -> list[np.ndarray]:
         paths = [tmp_path / root / "a" / "x.wav", tmp_path / root / "b" / "x.wav"]
-        dataset = embed_module.ClipDataset(paths, 16000, 4000, np.ones(2, dtype=bool), seed=42,
+        dataset = datasets.ClipDataset(paths, 16000, 4000, np.ones(2, dtype=bool), seed=42,
                                            keys=["a/x.wav", "b/x.wav"])
         return [dataset[i][1].numpy() for i in range(2)]
 
@@ -158,21 +160,21 @@ def test_stats_pass_audio_is_reused_and_matches_two_passes(task, byola512_weight
     """Training clips are decoded once: the statistics pass keeps them for the embedding pass, and the
     statistics and embeddings equal those of a separate statistics pass (EVAR's two passes)."""
     decoded: list[str] = []
-    load = embed_module.load_audio
-    monkeypatch.setattr(embed_module, "load_audio", lambda path, sr: decoded.append(Path(path).name) or load(path, sr))
+    load = datasets.load_audio
+    monkeypatch.setattr(datasets, "load_audio", lambda path, sr: decoded.append(Path(path).name) or load(path, sr))
     encoder = evar.load_encoder("byola", weights=str(byola512_weights))
     X = np.array(embed_task(encoder, task, "byola", run=RunOptions(progress=False)))
     assert sorted(decoded) == sorted(p.name for p in task.paths())  # each clip once
     assert not list(cache_folder(encoder, task, "byola", 5.0, 42)[0].glob("stats-audio-*"))
 
     two_pass = evar.load_encoder("byola", weights=str(byola512_weights))
-    stats = embed_module.measure_stats(two_pass, task, 5.0)
+    stats = stats_pass.measure_stats(two_pass, task, 5.0)
     assert stats == tuple(json.loads((cache_folder(encoder, task, "byola", 5.0, 42)[0] / "manifest.json")
                                      .read_text())["stats"])
     two_pass.set_stats(*stats)
-    dataset = embed_module.ClipDataset(task.paths(), 16000, 80000, task.random_crop_rows(), 42,
+    dataset = datasets.ClipDataset(task.paths(), 16000, 80000, task.random_crop_rows(), 42,
                                        keys=list(task.meta["file"]))
-    plain = np.concatenate([two_pass.embed(wav).numpy() for _, wav, _ in embed_module._loader(dataset, 8, 0)])
+    plain = np.concatenate([two_pass.embed(wav).numpy() for _, wav, _ in datasets.ordered_loader(dataset, 8, 0)])
     # the cached run uses the Conv+BN-folded, channels-last copy: equal up to float rounding
     np.testing.assert_allclose(X, plain, rtol=1e-4, atol=1e-4 * float(np.abs(plain).max()))
 
@@ -180,27 +182,27 @@ def test_stats_pass_audio_is_reused_and_matches_two_passes(task, byola512_weight
 def test_inference_copy_folds_batchnorm_and_keeps_layers(byola512_weights: Path) -> None:
     encoder = evar.load_encoder("byola", weights=str(byola512_weights))
     encoder.set_stats(-5.0, 4.0)
-    fast = embed_module.optimised_for_inference(encoder)
+    fast = inference.optimised_for_inference(encoder)
     assert fast is not encoder and not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in encoder.modules())  # the original is untouched
     wav = 0.1 * torch.randn(3, 16000, generator=torch.Generator().manual_seed(0))
     expected = encoder.embed(wav)
     np.testing.assert_allclose(fast.embed(wav), expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
     fused = evar.encoders.LayerFusion(encoder, [0, 3])
-    np.testing.assert_allclose(embed_module.optimised_for_inference(fused).embed(wav), fused.embed(wav),
+    np.testing.assert_allclose(inference.optimised_for_inference(fused).embed(wav), fused.embed(wav),
                                rtol=1e-4, atol=1e-3)
     melspec = MelSpecEncoder()
-    assert embed_module.optimised_for_inference(melspec) is melspec  # nothing to fold: used as it is
+    assert inference.optimised_for_inference(melspec) is melspec  # nothing to fold: used as it is
 
 
 def test_stats_measured_in_pieces_equal_whole_batches(task, byola512_weights: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """EVAR's batch statistics (its second-batch quirk included) do not depend on the piece size."""
     encoder = evar.load_encoder("byola", weights=str(byola512_weights))
-    monkeypatch.setattr(embed_module, "STATS_PIECE", 5)  # 16 training clips: batches of 8 = pieces 5 + 3
-    pieces = embed_module.measure_stats(encoder, task, 5.0, batch_size=8)
-    monkeypatch.setattr(embed_module, "STATS_PIECE", 8)
-    whole = embed_module.measure_stats(encoder, task, 5.0, batch_size=8)
+    monkeypatch.setattr(stats_pass, "STATS_PIECE", 5)  # 16 training clips: batches of 8 = pieces 5 + 3
+    pieces = stats_pass.measure_stats(encoder, task, 5.0, batch_size=8)
+    monkeypatch.setattr(stats_pass, "STATS_PIECE", 8)
+    whole = stats_pass.measure_stats(encoder, task, 5.0, batch_size=8)
     assert pieces == pytest.approx(whole, rel=1e-6)
-    single = embed_module.measure_stats(encoder, task, 5.0, batch_size=16)  # one batch differs from two
+    single = stats_pass.measure_stats(encoder, task, 5.0, batch_size=16)  # one batch differs from two
     assert single != pytest.approx(whole, rel=1e-6)

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from evar.errors import EvarError
-from evar.results.leaderboard import (build_leaderboard, task_groups, leaderboard_text, load_published, parse_names,
-                              published_path, run_list)
+from evar.results.leaderboard import build_leaderboard, leaderboard_text, parse_names, run_list, task_groups
+from evar.results.runs import load_published, published_path
 from evar.results.store import append_result, read_results
 
 
@@ -201,7 +201,7 @@ def test_load_published_errors(tmp_path) -> None:
 
 def test_finetune_outcomes_are_not_settings(tmp_path) -> None:
     """Two fine-tuning runs with the same settings are one variant even though their best epochs differ."""
-    from evar.results.leaderboard import settings_hash
+    from evar.results.runs import settings_hash
 
     base = {"lr": 0.001, "epochs": 200, "device": "cuda"}
     first = {**base, "best_epochs": [3, 4], "run_dir": "results/finetune/esc50/byola-a"}

@@ -22,191 +22,32 @@ file and fed to the encoder from there, so the embedding pass does not decode th
 from __future__ import annotations
 
 import contextlib
-from dataclasses import replace
-import copy
-import errno
 import fcntl
 import hashlib
 import json
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import numpy as np
 import torch
-from torch import nn
-from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from evar.audio import crop_offset, crop_or_pad, load_audio
-from evar.encoders.base import Encoder
-from evar.options import RunOptions
-from evar.errors import AudioError, EvarError
-from evar.paths import embeddings_dir
 from evar.embeddings.content import content_signature, index_path_for
-from evar.protocols.evar_stream import stats_batches, task_pass1_orders
-from evar.embeddings.stats import front_end_stats
-from evar.tasks import Task
+from evar.embeddings.datasets import AudioStore, ClipDataset, auto_batch_size, cache_write_error, ordered_loader
+from evar.embeddings.inference import optimised_for_inference
+from evar.embeddings.stats import measure_stats
+from evar.encoders.base import Encoder
+from evar.errors import EvarError
 from evar.io import atomic_write_text, file_sha256
-
 from evar.log import log
+from evar.options import RunOptions
+from evar.paths import embeddings_dir
+from evar.tasks import Task
 
 CHUNK_ROWS = int(os.environ.get("EVAR_CHUNK_ROWS", 512))
-STATS_MAX_CLIPS = 5000
-STATS_BATCH_SIZE = 256
-#: seconds of audio per encoder batch when no batch size is given (8 clips of 4 s, 32 of 1 s)
-BATCH_SECONDS = 32.0
-#: clips per front-end call inside a statistics batch (bounds memory; the batch statistics are unchanged)
-STATS_PIECE = 16
-
-
-def auto_batch_size(unit_sec: float | None) -> int:
-    """Clips per encoder batch: about ``BATCH_SECONDS`` of audio (small batches keep activations in cache)."""
-    return max(1, int(BATCH_SECONDS // unit_sec)) if unit_sec else 1
-
-
-class ClipDataset(Dataset):
-    """Clips read at the encoder's rate, cropped/padded to the unit (EVAR's train/test crop rule).
-
-    Items are ``(index, wav, error)``; a bad file gives a zero clip and its error message when
-    ``on_error='skip'``, and raises when ``'fail'``. Clips found in ``store`` are read from it, not decoded.
-    """
-
-    def __init__(self, paths: Sequence[Path], sample_rate: int, unit_samples: int | None,
-                 random_crop: np.ndarray | None = None, seed: int = 42, on_error: str = "fail",
-                 keys: Sequence[str] | None = None, store: "AudioStore | None" = None) -> None:
-        self.paths, self.sample_rate, self.unit_samples = list(paths), sample_rate, unit_samples
-        #: what seeds each clip's random crop: the task's relative file name (stable when the data move)
-        self.keys = list(keys) if keys is not None else [str(p) for p in self.paths]
-        self.random_crop = random_crop if random_crop is not None else np.zeros(len(self.paths), dtype=bool)
-        self.seed, self.on_error, self.store = seed, on_error, store
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor, str]:
-        if self.store is not None and self.keys[index] in self.store:
-            return index, torch.from_numpy(self.store.read(self.keys[index])), ""
-        path = self.paths[index]
-        try:
-            wav = load_audio(path, self.sample_rate)
-        except AudioError as exc:
-            if self.on_error == "fail":
-                raise AudioError(f"{exc}; fix or remove the file, or rerun with --on-error skip") from exc
-            return index, torch.zeros(self.unit_samples or self.sample_rate), str(exc)
-        if self.unit_samples:
-            offset = crop_offset(len(wav), self.unit_samples, bool(self.random_crop[index]), self.keys[index], self.seed)
-            wav = crop_or_pad(wav, self.unit_samples, offset)
-        return index, torch.from_numpy(wav), ""
-
-
-class AudioStore:
-    """Cropped clips kept on disk between the statistics pass and the embedding pass (plain file reads
-    and writes, no memory map, so it adds nothing to the process's memory)."""
-
-    def __init__(self, path: Path, unit_samples: int) -> None:
-        self.path, self.unit_samples, self.slots = path, unit_samples, {}
-        self._file = open(path, "wb")
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.slots
-
-    def write(self, key: str, wav: np.ndarray) -> None:
-        try:
-            self._file.write(np.ascontiguousarray(wav, dtype=np.float32).tobytes())
-        except OSError as exc:
-            raise _write_error(self.path, exc) from exc
-        self.slots[key] = len(self.slots)
-
-    def close_for_reading(self) -> None:
-        self._file.close()
-
-    def read(self, key: str) -> np.ndarray:
-        return np.fromfile(self.path, dtype=np.float32, count=self.unit_samples,
-                           offset=self.slots[key] * self.unit_samples * 4)
-
-    def remove(self) -> None:
-        if not self._file.closed:
-            self._file.close()
-        self.path.unlink(missing_ok=True)
-
-
-def _loader(dataset: Dataset, batch_size: int, num_workers: int, shuffle: bool = False, seed: int = 0) -> DataLoader:
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
-                      generator=generator, persistent_workers=False)
-
-
-def measure_stats(encoder: Encoder, task: Task, unit_sec: float, seed: int = 42, num_workers: int = 0,
-                  max_clips: int = STATS_MAX_CLIPS, batch_size: int = STATS_BATCH_SIZE,
-                  store: AudioStore | None = None) -> tuple[float, float]:
-    """EVAR's normalisation statistics: front-end output over shuffled, randomly cropped training
-    clips of the first round, whole batches until ``max_clips`` are seen. Each good clip is written to
-    ``store`` when given, for the embedding pass to reuse.
-
-    The batches are EVAR's (a shuffled DataLoader of ``batch_size`` with this seed); each is decoded and
-    measured in pieces of ``STATS_PIECE`` clips, so a batch of 256 long clips is never in memory at once.
-    """
-    rows = task.first_train_rows()
-    all_paths = task.paths()
-    keys = list(task.meta["file"].iloc[rows])
-    dataset = ClipDataset([all_paths[i] for i in rows], encoder.sample_rate, int(unit_sec * encoder.sample_rate),
-                          np.ones(len(rows), dtype=bool), seed, on_error="skip", keys=keys)
-    batches = [b.tolist() for b in stats_batches(stats_order(encoder, task, seed), max_clips, batch_size)]
-    pieces = [batch[i:i + STATS_PIECE] for batch in batches for i in range(0, len(batch), STATS_PIECE)]
-    loader = iter(DataLoader(dataset, batch_sampler=pieces, num_workers=num_workers))
-
-    def good_pieces(batch: list[int]) -> Iterator[torch.Tensor]:
-        for _ in range(0, len(batch), STATS_PIECE):
-            index, wav, errors = next(loader)
-            good = [j for j, error in enumerate(errors) if not error]
-            if store is not None:
-                for j in good:
-                    store.write(keys[int(index[j])], wav[j].numpy())
-            if good:
-                yield wav[good]
-
-    return front_end_stats(encoder, (good_pieces(batch) for batch in batches))
-
-
-def stats_order(encoder: Encoder, task: Task, seed: int = 42) -> np.ndarray:
-    """The order in which EVAR's statistics pass meets the first round's training clips: its seeded loader's
-    permutation, replayed exactly when the encoder's construction draws are known (``evar_init_words``), else a
-    permutation from a generator seeded with ``seed``."""
-    words = getattr(encoder, "evar_init_words", None)
-    if words is not None:
-        return task_pass1_orders(task, words, seed).stats_order
-    n = len(task.first_train_rows())
-    return next(iter(_loader(range(n), n, 0, shuffle=True, seed=seed))).numpy()
-
-
-def optimised_for_inference(encoder: Encoder) -> Encoder:
-    """A copy with each ``Conv2d`` + ``BatchNorm2d`` pair folded into one convolution and channels-last
-    weights (about twice as fast on CPU; equal to the original up to float rounding, ~1e-6 relative).
-
-    Returned only when every BatchNorm2d follows a Conv2d in an ``nn.Sequential``; otherwise the encoder
-    itself. The folded BatchNorm becomes ``nn.Identity`` so layer indices stay valid.
-    """
-    encoder.eval()
-    if not any(isinstance(m, nn.BatchNorm2d) for m in encoder.modules()):
-        return encoder
-    fast = copy.deepcopy(encoder)
-    folded = 0
-    for module in fast.modules():
-        if not isinstance(module, nn.Sequential):
-            continue
-        children = list(module)
-        for i in range(len(children) - 1):
-            conv, bn = children[i], children[i + 1]
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-                module[i] = nn.utils.fusion.fuse_conv_bn_eval(conv, bn)
-                module[i + 1] = nn.Identity()
-                folded += 1
-    if folded != sum(isinstance(m, nn.BatchNorm2d) for m in encoder.modules()) or \
-            any(isinstance(m, nn.BatchNorm2d) for m in fast.modules()):
-        return encoder
-    return fast.to(memory_format=torch.channels_last)
 
 
 def _file_signature(task: Task) -> str:
@@ -238,16 +79,7 @@ def save_npy_atomic(path: Path, array: np.ndarray) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise _write_error(path, exc) from exc
-
-
-def _write_error(path: Path, exc: OSError) -> EvarError:
-    if exc.errno == errno.ENOENT:
-        return EvarError(f"cannot write {path}: its folder was removed while evar was writing (by another program or "
-                         "a manual clean-up); finished work is kept — rerun to resume")
-    reason = "disk full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
-    return EvarError(f"cannot write {path}: {reason}; nothing half-written was kept and finished chunks are safe — "
-                     f"free space (or point EVAR_EMBEDDINGS_DIR elsewhere) and rerun to resume")
+        raise cache_write_error(path, exc) from exc
 
 
 def _load_checked(path: Path, rows: int, written: dict | None = None) -> np.ndarray | None:
@@ -430,7 +262,7 @@ def _embed_chunks(encoder: Encoder, task: Task, chunks: list[int], parts_dir: Pa
                               run.on_error, keys=list(files.iloc[rows]), store=store)
         outputs, skipped = [], {}
         with torch.inference_mode():
-            for index, wav, errors in _loader(dataset, run.batch_size, run.num_workers):
+            for index, wav, errors in ordered_loader(dataset, run.batch_size, run.num_workers):
                 emb = encoder.embed(wav).float().cpu().numpy()
                 for j, error in enumerate(errors):
                     if error:
@@ -472,91 +304,8 @@ def _assemble_when_complete(folder: Path, n_chunks: int, n_rows: int, shard: tup
             os.replace(tmp, final)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            raise _write_error(final, exc) from exc
+            raise cache_write_error(final, exc) from exc
         shutil.rmtree(parts_dir)
     return np.load(final, mmap_mode="r")
 
 
-#: clips shorter than this are padded with silence (shorter than some encoders' analysis window or patch)
-MIN_CLIP_SEC = 0.25
-#: clips longer than this (files embedded at their own length) go through the encoder in windows of this length
-WINDOW_SEC = 30.0
-
-
-def embed_files(encoder: Encoder, paths: Sequence[str | Path], unit_sec: float | None = None,
-                run: RunOptions = RunOptions(), stats: tuple[float, float] | None = None
-                ) -> tuple[np.ndarray, list[str]]:
-    """Embed arbitrary files (no cache), one row per path in the given order (repeats included).
-
-    Without ``unit_sec`` each clip is embedded at its own length (one clip per batch; clips longer than
-    ``WINDOW_SEC`` in windows whose frames are pooled together, so memory stays bounded; clips shorter
-    than ``MIN_CLIP_SEC`` padded with silence, with a warning); with it, batches of ``batch_size`` clips
-    cropped or padded to the unit (default: about 32 s of audio).
-
-    Encoders that normalise with dataset statistics use ``stats`` (mean, std) when given, else
-    statistics measured on these files. Returns the embeddings and, per path, "" or why it was
-    skipped (its row is then NaN).
-    """
-    paths = [Path(p) for p in paths]
-    if not paths:
-        raise EvarError("no audio files given")
-    if encoder.needs_stats and stats is not None:
-        if not (np.isfinite(stats).all() and stats[1] > 0):
-            raise EvarError(f"normalisation statistics {stats}: the mean must be finite and the std positive")
-        encoder.set_stats(*stats)
-    elif encoder.needs_stats:
-        readable = []
-        for path in paths[:STATS_MAX_CLIPS]:
-            try:
-                readable.append(torch.from_numpy(_at_least(load_audio(path, encoder.sample_rate), encoder.sample_rate)))
-            except AudioError:
-                continue
-        if not readable:
-            raise EvarError("no readable file to measure the normalisation statistics on; give them with --stats MEAN,STD")
-        encoder.set_stats(*front_end_stats(encoder, ([wav[None]] for wav in readable)))
-    unit_samples = int(round(unit_sec * encoder.sample_rate)) if unit_sec else None
-    dataset = ClipDataset(paths, encoder.sample_rate, unit_samples, on_error=run.on_error)
-    out = np.full((len(paths), encoder.embed_dim), np.nan, dtype=np.float32)
-    errors = [""] * len(paths)
-    fast = optimised_for_inference(encoder)
-    batches = _loader(dataset, (run.batch_size or auto_batch_size(unit_sec)) if unit_samples else 1, run.num_workers)
-    with torch.inference_mode():
-        for index, wav, batch_errors in tqdm(batches, unit="batch", desc=f"embed {len(paths)} files",
-                                             disable=not run.progress):
-            if unit_samples is None:
-                emb = _embed_one_long(fast, _padded_short(wav[0].numpy(), encoder.sample_rate, paths[int(index[0])]))
-            else:
-                emb = fast.embed(wav).float().cpu().numpy()
-            for j, error in enumerate(batch_errors):
-                if error:
-                    errors[int(index[j])] = error
-                    log.warning("skipped %s", error)
-                else:
-                    out[int(index[j])] = emb[j]
-    return out, errors
-
-
-def _at_least(wav: np.ndarray, sample_rate: int) -> np.ndarray:
-    n = int(MIN_CLIP_SEC * sample_rate)
-    return np.pad(wav, (0, n - len(wav))) if len(wav) < n else wav
-
-
-def _padded_short(wav: np.ndarray, sample_rate: int, path: Path) -> np.ndarray:
-    if len(wav) < MIN_CLIP_SEC * sample_rate:
-        log.warning("%s: %.3f s is shorter than %.2f s; padded with silence to %.2f s", path, len(wav) / sample_rate,
-                    MIN_CLIP_SEC, MIN_CLIP_SEC)
-        return _at_least(wav, sample_rate)
-    return wav
-
-
-def _embed_one_long(encoder: Encoder, wav: np.ndarray) -> np.ndarray:
-    """One clip's embedding ``(1, D)``; a long clip in ``WINDOW_SEC`` windows whose frames are pooled together
-    (encoders that pool their frames; others take the clip whole)."""
-    window = int(WINDOW_SEC * encoder.sample_rate)
-    if len(wav) <= window or type(encoder).forward is not Encoder.forward:
-        return encoder.embed(torch.from_numpy(wav)[None]).float().cpu().numpy()
-    frames = []
-    for start in range(0, len(wav), window):
-        piece = _at_least(wav[start:start + window], encoder.sample_rate)
-        frames.append(encoder.embed_frames(torch.from_numpy(np.ascontiguousarray(piece))[None])[0])
-    return encoder.pool(torch.cat(frames, dim=1)).float().cpu().numpy()

@@ -1,11 +1,24 @@
-"""Normalisation statistics of a front end's output, measured as EVAR does."""
+"""Normalisation statistics of a front end's output, measured as EVAR does: the one statistics pass
+(:func:`front_end_stats`) and EVAR's batches of a task's first training round (:func:`measure_stats`)."""
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
+
+from evar.embeddings.datasets import AudioStore, ClipDataset, ordered_loader
+from evar.encoders.base import Encoder
+from evar.protocols.evar_stream import stats_batches, task_pass1_orders
+from evar.tasks import Task
+
+#: clips and batch size of EVAR's statistics pass (its first round's training clips, shuffled)
+STATS_MAX_CLIPS = 5000
+STATS_BATCH_SIZE = 256
+#: clips per front-end call inside a statistics batch (bounds memory; the batch statistics are unchanged)
+STATS_PIECE = 16
 
 
 class EvarRunningStats:
@@ -64,3 +77,46 @@ def front_end_stats(encoder, batches: Iterable[Iterable[torch.Tensor]], max_clip
             if max_clips is not None and seen >= max_clips:
                 break
     return stats.result()
+
+
+def measure_stats(encoder: Encoder, task: Task, unit_sec: float, seed: int = 42, num_workers: int = 0,
+                  max_clips: int = STATS_MAX_CLIPS, batch_size: int = STATS_BATCH_SIZE,
+                  store: AudioStore | None = None) -> tuple[float, float]:
+    """EVAR's normalisation statistics: front-end output over shuffled, randomly cropped training
+    clips of the first round, whole batches until ``max_clips`` are seen. Each good clip is written to
+    ``store`` when given, for the embedding pass to reuse.
+
+    The batches are EVAR's (a shuffled DataLoader of ``batch_size`` with this seed); each is decoded and
+    measured in pieces of ``STATS_PIECE`` clips, so a batch of 256 long clips is never in memory at once.
+    """
+    rows = task.first_train_rows()
+    all_paths = task.paths()
+    keys = list(task.meta["file"].iloc[rows])
+    dataset = ClipDataset([all_paths[i] for i in rows], encoder.sample_rate, int(unit_sec * encoder.sample_rate),
+                          np.ones(len(rows), dtype=bool), seed, on_error="skip", keys=keys)
+    batches = [b.tolist() for b in stats_batches(stats_order(encoder, task, seed), max_clips, batch_size)]
+    pieces = [batch[i:i + STATS_PIECE] for batch in batches for i in range(0, len(batch), STATS_PIECE)]
+    loader = iter(DataLoader(dataset, batch_sampler=pieces, num_workers=num_workers))
+
+    def good_pieces(batch: list[int]) -> Iterator[torch.Tensor]:
+        for _ in range(0, len(batch), STATS_PIECE):
+            index, wav, errors = next(loader)
+            good = [j for j, error in enumerate(errors) if not error]
+            if store is not None:
+                for j in good:
+                    store.write(keys[int(index[j])], wav[j].numpy())
+            if good:
+                yield wav[good]
+
+    return front_end_stats(encoder, (good_pieces(batch) for batch in batches))
+
+
+def stats_order(encoder: Encoder, task: Task, seed: int = 42) -> np.ndarray:
+    """The order in which EVAR's statistics pass meets the first round's training clips: its seeded loader's
+    permutation, replayed exactly when the encoder's construction draws are known (``evar_init_words``), else a
+    permutation from a generator seeded with ``seed``."""
+    words = getattr(encoder, "evar_init_words", None)
+    if words is not None:
+        return task_pass1_orders(task, words, seed).stats_order
+    n = len(task.first_train_rows())
+    return next(iter(ordered_loader(range(n), n, 0, shuffle=True, seed=seed))).numpy()

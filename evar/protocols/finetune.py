@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from evar.audio import crop_offset, crop_or_pad, load_audio
 from evar.protocols.augment import FeatureAugment, mix_training, mixup, sample_mix_training, sample_mixup
-from evar.embeddings.cache import STATS_MAX_CLIPS
+from evar.embeddings.stats import STATS_MAX_CLIPS
 from evar.encoders import get_encoder_spec
 from evar.encoders.base import Encoder
 from evar.errors import EvarError

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from evar.audio import load_audio
 from evar.encoders.base import Encoder
 from evar.errors import AudioError, EvarError
-from evar.embeddings.cache import optimised_for_inference
+from evar.embeddings.inference import optimised_for_inference
 from evar.options import SED_LOSSES, ModelChoice, RunOptions, SedSettings
 from evar.protocols.base import Result, Rounds, layer_names, record as record_result, score_rounds, weights_field
 from evar.protocols.linear import seed_everything

@@ -11,18 +11,21 @@ settings that differ. Runs recorded by a layer-wise probe (``settings["layer_wis
 from __future__ import annotations
 
 import functools
-import hashlib
-import html
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import pandas as pd
 
 from evar.errors import EvarError
-from evar.paths import results_dir
+from evar.results.runs import (
+    RUN_ONLY_SETTINGS, TASK_SETTINGS, best_founded, compared_settings, load_published, prepare_runs,
+)
 from evar.results.store import read_results
+from evar.results.tables import (
+    STYLES, Grid, Style, best_rows, format_number, format_signed, render_html, render_latex, render_markdown,
+)
 
 #: Display names of the tasks, in the order of the papers' tables (EUSIPCO 2022 Table III, EVAR README)
 #: Column order of EVAR's papers (titles and groups are facts of each task's spec)
@@ -51,75 +54,6 @@ def task_groups() -> dict[str, tuple[str, ...]]:
 
 
 FORMATS = ("md", "latex", "csv", "html")
-#: Entries of `settings` that say where a run ran or what it found, not what it measures (left out of the hash)
-RUN_ONLY_SETTINGS = frozenset({"device", "best_epochs", "run_dir", "skipped_files"})
-#: Settings fixed by the task rather than chosen for the run (left out, so one hash spans a model's tasks)
-TASK_SETTINGS = frozenset({"unit_sec"})
-
-
-def published_path() -> Path:
-    """Reference numbers from the original papers: ``published.csv`` in the results directory when
-    the user keeps one there, else the table installed with evar (``evar/published.csv``)."""
-    own = results_dir() / "published.csv"
-    return own if own.is_file() else Path(__file__).resolve().parent / "published.csv"
-
-
-def load_published(path: str | Path | None = None, source: str | None = None) -> pd.DataFrame:
-    """Published scores (percent): columns model, task, score, source; one row per (model, task).
-
-    Where several sources give a (model, task), the first row of the file wins, or the first whose
-    source contains ``source`` (case-insensitive) when it is given.
-    """
-    path = Path(path) if path else published_path()
-    if not path.is_file():
-        raise EvarError(f"{path}: published reference numbers not found (expected a CSV model,task,score,source)")
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = {"model", "task", "score", "source"} - set(table.columns)
-    if missing:
-        raise EvarError(f"{path}: missing column(s) {', '.join(sorted(missing))}; expected model,task,score,source")
-    table["score"] = pd.to_numeric(table["score"], errors="coerce")
-    bad = table[table["score"].isna()]
-    if len(bad):
-        raise EvarError(f"{path}: row {bad.index[0] + 2} has no numeric score")
-    if source:
-        table = table[table["source"].str.contains(source, case=False, regex=False)]
-        if table.empty:
-            raise EvarError(f"{path}: no row has a source containing {source!r}")
-    return table.drop_duplicates(["model", "task"], keep="first").reset_index(drop=True)
-
-
-def flatten_settings(settings: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested settings as one level of dotted keys (``{"encoder": {"mel": "evar"}}`` -> ``encoder.mel``)."""
-    if isinstance(settings, str):
-        try:
-            settings = json.loads(settings) if settings.strip() else {}
-        except json.JSONDecodeError:
-            return {prefix.rstrip(".") or "settings": settings}
-    if not isinstance(settings, dict):
-        return {prefix.rstrip("."): settings}
-    flat: dict[str, Any] = {}
-    for key, value in settings.items():
-        if isinstance(value, dict) and value:
-            flat.update(flatten_settings(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def _compared(flat: dict[str, Any], ignore: frozenset[str]) -> dict[str, Any]:
-    return {k: v for k, v in flat.items() if k not in ignore and k.rsplit(".", 1)[-1] != "weights_sha256"}
-
-
-def settings_hash(settings: Any, ignore: frozenset[str] = RUN_ONLY_SETTINGS | TASK_SETTINGS) -> str:
-    """Six hex digits identifying the settings of a run, leaving out the keys in ``ignore`` and the
-    weights' sha256 (a column of its own)."""
-    flat = _compared(flatten_settings(settings), ignore)
-    return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:6]
-
-
-def model_label(model: str, layers: str) -> str:
-    """``cnn14`` or ``cnn14+3,6``: the name evar.api.model_label gives a run."""
-    return f"{model}+{layers}" if layers else model
 
 
 def parse_names(text: str | None) -> list[str] | None:
@@ -141,41 +75,6 @@ def task_order(tasks: Sequence[str]) -> list[str]:
     return known + sorted(set(tasks) - set(known))
 
 
-def prepare_runs(results: pd.DataFrame, protocol: str, ignore: frozenset[str] = RUN_ONLY_SETTINGS | TASK_SETTINGS
-                 ) -> pd.DataFrame:
-    """Runs of ``protocol`` with numeric ``score``/``std`` in percent, ``label``, parsed ``settings_dict``
-    and ``shash``, in the order they were recorded (date, then file order)."""
-    runs = results[results["protocol"].astype(str) == protocol].copy()
-    if runs.empty:
-        have = sorted(set(results["protocol"].astype(str))) if len(results) else []
-        raise EvarError(f"no {protocol} results yet" + (f" (results exist for: {', '.join(have)})" if have else "")
-                        + "; run: evar probe --task TASK --model MODEL")
-    for column in ("layers", "weights", "weights_sha256", "settings", "date", "run_id", "seeds"):
-        runs[column] = runs[column].fillna("").astype(str)
-    runs["score_pct"] = pd.to_numeric(runs["score"], errors="coerce") * 100
-    runs["std_pct"] = pd.to_numeric(runs["std"], errors="coerce") * 100
-    runs["label"] = [model_label(m, l) for m, l in zip(runs["model"].astype(str), runs["layers"])]
-    runs["settings_dict"] = [flatten_settings(s) for s in runs["settings"]]
-    runs["shash"] = [settings_hash(s, ignore) for s in runs["settings_dict"]]
-    runs["order"] = range(len(runs))
-    runs["n_seeds"] = [_count_seeds(s) for s in runs["seeds"]]
-    return runs.sort_values(["date", "order"], kind="mergesort")
-
-
-def _count_seeds(text: str) -> int:
-    try:
-        seeds = json.loads(text) if text else []
-    except ValueError:
-        return 1
-    return len(seeds) if isinstance(seeds, list) else 1
-
-
-def best_founded(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Per group of ``keys``: the run with the most seeds, the latest among those."""
-    ranked = runs.sort_values(["n_seeds", "date", "order"], kind="mergesort")
-    return ranked.groupby(keys, sort=False).tail(1).sort_values(["date", "order"], kind="mergesort")
-
-
 def _filter(runs: pd.DataFrame, tasks: Sequence[str] | None, models: Sequence[str] | None) -> pd.DataFrame:
     if tasks:
         unknown = [t for t in tasks if t not in set(runs["task"])]
@@ -191,108 +90,6 @@ def _filter(runs: pd.DataFrame, tasks: Sequence[str] | None, models: Sequence[st
                             f"{', '.join(sorted(set(runs['label'])))}")
         runs = runs[runs["model"].isin(models) | runs["label"].isin(models)]
     return runs
-
-
-@dataclass(frozen=True)
-class _Style:
-    """How one output format writes text, bold, ±, minus, the incomplete-average mark and an empty cell."""
-
-    escape: Callable[[str], str]
-    bold: Callable[[str], str]
-    pm: str
-    minus: str
-    dagger: str
-    missing: str
-
-
-def _latex_escape(text: str) -> str:
-    specials = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                "±": r"$\pm$", "†": r"$^\dagger$", "−": r"$-$"}
-    return "".join(specials.get(c, c) for c in text)
-
-
-STYLES = {
-    "md": _Style(lambda s: s.replace("|", r"\|"), lambda s: f"**{s}**", " ± ", "−", "†", "–"),
-    "latex": _Style(_latex_escape, lambda s: rf"\textbf{{{s}}}", r" $\pm$ ", "$-$", r"$^\dagger$", "--"),
-    "html": _Style(html.escape, lambda s: f"<strong>{s}</strong>", " ± ", "−", "†", "–"),
-}
-
-
-@dataclass
-class _Grid:
-    """A table ready to print: header, body cells (already styled), optional task-group header."""
-
-    header: list[str]
-    body: list[list[str]]
-    caption: str
-    notes: list[str]
-    align: str  # one of l/c/r per column
-    spans: list[tuple[str, int, int]] | None = None  # (group title, first column, last column), 0-based
-
-
-def _markdown(grid: _Grid) -> str:
-    rule = {"l": ":---", "c": ":---:", "r": "---:"}
-    lines = ["| " + " | ".join(grid.header) + " |", "|" + "|".join(rule[a] for a in grid.align) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in grid.body]
-    return "\n".join([grid.caption, "", *lines] + (["", *grid.notes] if grid.notes else [])) + "\n"
-
-
-def _latex(grid: _Grid, label: str) -> str:
-    n = len(grid.header)
-    out = [r"% evar leaderboard; needs \usepackage{booktabs}", r"\begin{table}[t]", r"\centering",
-           rf"\caption{{{grid.caption}}}", rf"\label{{{label}}}", rf"\begin{{tabular}}{{{grid.align}}}",
-           r"\toprule"]
-    if grid.spans:
-        cells, rules, col = [""], [], 1
-        for title, first, last in grid.spans:
-            cells += [""] * (first - col)
-            cells.append(rf"\multicolumn{{{last - first + 1}}}{{c}}{{{title}}}")
-            rules.append(rf"\cmidrule(lr){{{first + 1}-{last + 1}}}")
-            col = last + 1
-        cells += [""] * (n - col)
-        out += [" & ".join(cells) + r" \\", " ".join(rules)]
-    out.append(" & ".join(grid.header) + r" \\")
-    out.append(r"\midrule")
-    out += [" & ".join(row) + r" \\" for row in grid.body]
-    out += [r"\bottomrule", r"\end{tabular}"]
-    if grid.notes:
-        out += [r"\par\smallskip", r"{\footnotesize\raggedright " + r" \\ ".join(grid.notes) + r"\par}"]
-    out.append(r"\end{table}")
-    return "\n".join(out) + "\n"
-
-
-def _html(grid: _Grid) -> str:
-    out = ['<table class="evar-leaderboard">', f"<caption>{grid.caption}</caption>", "<thead>"]
-    if grid.spans:
-        cells, col = ["<th></th>"], 1
-        for title, first, last in grid.spans:
-            cells += ["<th></th>"] * (first - col)
-            cells.append(f'<th colspan="{last - first + 1}">{title}</th>')
-            col = last + 1
-        cells += ["<th></th>"] * (len(grid.header) - col)
-        out.append("<tr>" + "".join(cells) + "</tr>")
-    out.append("<tr>" + "".join(f"<th>{h}</th>" for h in grid.header) + "</tr>")
-    out += ["</thead>", "<tbody>"]
-    out += ["<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in grid.body]
-    out += ["</tbody>", "</table>"]
-    out += [f'<p class="evar-note">{note}</p>' for note in grid.notes]
-    return "\n".join(out) + "\n"
-
-
-def _number(value: float, digits: int) -> str:
-    return f"{value:.{digits}f}"
-
-
-def _signed(value: float, digits: int, style: _Style) -> str:
-    text = f"{abs(value):.{digits}f}"
-    return text if float(text) == 0 else ("+" if value > 0 else style.minus) + text
-
-
-def _bold_rows(values: pd.Series, digits: int) -> set:
-    """Index labels whose value, rounded for display, equals the column's best."""
-    shown = values.dropna().round(digits)
-    return set(shown.index[shown == shown.max()]) if len(shown) else set()
 
 
 @dataclass
@@ -355,16 +152,16 @@ class Leaderboard:
         value = self.published.loc[self.base[row], task]
         return None if pd.isna(value) else float(value)
 
-    def _grid(self, style: _Style, digits: int, compare: bool) -> _Grid:
+    def _grid(self, style: Style, digits: int, compare: bool) -> Grid:
         average, complete = self.average()
         average_columns = [("Avg.", list(self.tasks))] if len(self.tasks) > 1 else []
         average_columns += [(f"{g} avg.", tasks) for g, tasks in self.group_tasks().items() if tasks]
         header = ["Model"] + [style.escape(task_title(t)) for t in self.tasks]
         header += [style.escape(title) for title, _ in average_columns]
-        bold = {t: _bold_rows(self.mean[t], digits) for t in self.tasks}
+        bold = {t: best_rows(self.mean[t], digits) for t in self.tasks}
         averages = {title: self.average(tasks) for title, tasks in average_columns}
         for title, (values, full) in averages.items():
-            bold[title] = _bold_rows(values[full], digits)
+            bold[title] = best_rows(values[full], digits)
         body, incomplete = [], False
         for row in self.rows:
             cells = [style.escape(row)]
@@ -373,25 +170,25 @@ class Leaderboard:
                 if pd.isna(mean):
                     cells.append(style.missing)
                     continue
-                text = _number(mean, digits) + ("" if pd.isna(std) else style.pm + _number(std, digits))
+                text = format_number(mean, digits) + ("" if pd.isna(std) else style.pm + format_number(std, digits))
                 text = style.bold(text) if row in bold[task] else text
                 pub = self._pub(row, task) if compare else None
                 if pub is not None:
-                    text += f" (pub. {_number(pub, digits)}, {_signed(mean - pub, digits, style)})"
+                    text += f" (pub. {format_number(pub, digits)}, {format_signed(mean - pub, digits, style)})"
                 cells.append(text)
             for title, tasks in average_columns:
                 values, full = averages[title]
                 if pd.isna(values[row]):
                     cells.append(style.missing)
                     continue
-                text = _number(values[row], digits)
+                text = format_number(values[row], digits)
                 text = style.bold(text) if row in bold[title] else text
                 if not full[row]:
                     text += style.dagger
                     incomplete = True
                 pub = self.published_average(row, tasks) if compare else None
                 if pub is not None and full[row]:
-                    text += f" (pub. {_number(pub, digits)}, {_signed(values[row] - pub, digits, style)})"
+                    text += f" (pub. {format_number(pub, digits)}, {format_signed(values[row] - pub, digits, style)})"
                 cells.append(text)
             body.append(cells)
         notes = [style.escape(n) for n in self.notes]
@@ -403,7 +200,7 @@ class Leaderboard:
         if compare and self.published_sources:
             notes.append(style.escape("pub.: the original paper's number and our difference; sources: " + "; ".join(
                 f"{m}: {s}" for m, s in self.published_sources.items()) + "."))
-        return _Grid(header, body, style.escape(self.caption()), notes, "l" + "c" * (len(header) - 1), self._spans())
+        return Grid(header, body, style.escape(self.caption()), notes, "l" + "c" * (len(header) - 1), self._spans())
 
     def _spans(self) -> list[tuple[str, int, int]] | None:
         """Column spans of task groups when the shown tasks fall into contiguous known groups."""
@@ -434,10 +231,10 @@ class Leaderboard:
             return self.to_frame().round(4).to_csv(lineterminator="\n")
         grid = self._grid(STYLES[fmt], digits, compare)
         if fmt == "md":
-            return _markdown(grid)
+            return render_markdown(grid)
         if fmt == "latex":
-            return _latex(grid, f"tab:evar-{self.protocol}")
-        return _html(grid)
+            return render_latex(grid, f"tab:evar-{self.protocol}")
+        return render_html(grid)
 
 
 def _variant_tags(runs: pd.DataFrame) -> dict[tuple[str, str], str]:
@@ -455,7 +252,7 @@ def _variant_tags(runs: pd.DataFrame) -> dict[tuple[str, str], str]:
 def _difference_note(label: str, runs: pd.DataFrame, tags: dict[tuple[str, str], str], cells: list[str]) -> str:
     """Which settings (or weights) tell the variants of ``label`` apart."""
     firsts = runs.drop_duplicates(["weights_sha256", "shash"])
-    compared = [_compared(d, RUN_ONLY_SETTINGS | TASK_SETTINGS) for d in firsts["settings_dict"]]
+    compared = [compared_settings(d, RUN_ONLY_SETTINGS | TASK_SETTINGS) for d in firsts["settings_dict"]]
     keys = sorted({k for d in compared for k in d})
     differing = [k for k in keys if len({json.dumps(d.get(k), sort_keys=True, default=str) for d in compared}) > 1]
     described = []
@@ -565,15 +362,15 @@ def render_run_list(runs: pd.DataFrame, fmt: str = "md", digits: int = 1) -> str
     header = [style.escape(h) for h in ("Date", "Run", "Model", "Task", "Score", "Folds", "Seeds", "Settings")]
     body = []
     for run in runs.itertuples(index=False):
-        score = style.missing if pd.isna(run.score) else _number(run.score, digits) + (
-            "" if pd.isna(run.std) else style.pm + _number(run.std, digits))
+        score = style.missing if pd.isna(run.score) else format_number(run.score, digits) + (
+            "" if pd.isna(run.std) else style.pm + format_number(run.std, digits))
         body.append([style.escape(str(v)) for v in (run.date, run.run, run.model, task_title(run.task))]
                     + [score] + [style.escape(str(v)) for v in (run.n_folds, run.seeds, run.settings)])
     caption = style.escape(f"Every recorded run ({len(runs)}), oldest first; score in % as mean ± std.")
-    grid = _Grid(header, body, caption, [], "llllrrll")
+    grid = Grid(header, body, caption, [], "llllrrll")
     if fmt == "md":
-        return _markdown(grid)
-    return _latex(grid, "tab:evar-runs") if fmt == "latex" else _html(grid)
+        return render_markdown(grid)
+    return render_latex(grid, "tab:evar-runs") if fmt == "latex" else render_html(grid)
 
 
 def leaderboard_text(results: pd.DataFrame | None = None, fmt: str = "md", protocol: str = "linear",

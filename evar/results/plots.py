@@ -11,14 +11,14 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
-from evar.options import ModelChoice, RunOptions
-
 import numpy as np
 import pandas as pd
 
 from evar.errors import EvarError
-from evar.results.leaderboard import RUN_ONLY_SETTINGS, TASK_SETTINGS, best_founded, build_leaderboard, prepare_runs, task_title
+from evar.options import ModelChoice, RunOptions
 from evar.paths import results_dir
+from evar.results.leaderboard import build_leaderboard, task_title
+from evar.results.runs import RUN_ONLY_SETTINGS, TASK_SETTINGS, best_founded, prepare_runs
 from evar.results.store import read_results
 
 #: Settings that differ between the runs of one layer-wise probe only because the layer differs

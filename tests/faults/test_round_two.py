@@ -16,6 +16,7 @@ import pytest
 
 import evar
 import evar.embeddings.cache
+import evar.embeddings.files
 import evar.results.leaderboard
 from evar.audio import load_audio, write_audio
 from evar.encoders.melspec import MelSpecEncoder
@@ -61,7 +62,7 @@ def test_21_same_size_content_change_is_embedded_again(task) -> None:
     assert _prepare(root, csv).rc == 0
     after = np.array(evar.embed("melspec", task="c", run=RunOptions(progress=False)))
     assert not np.allclose(before, after)
-    fresh = evar.embeddings.cache.embed_files(MelSpecEncoder(), [root / f for f in pd.read_csv(csv)["file"]], SECONDS, run=RunOptions(progress=False))[0]
+    fresh = evar.embeddings.files.embed_files(MelSpecEncoder(), [root / f for f in pd.read_csv(csv)["file"]], SECONDS, run=RunOptions(progress=False))[0]
     np.testing.assert_allclose(after, fresh, rtol=1e-5, atol=1e-5)  # the true embeddings of the new audio
 
 
@@ -326,7 +327,7 @@ def test_54_results_default_to_the_cache(monkeypatch, tmp_path: Path) -> None:
 
 # 55: a clip far longer than the window is embedded in windows: bounded input, the same embedding
 def test_55_long_clip_is_embedded_in_windows(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(evar.embeddings.cache, "WINDOW_SEC", 2.0)
+    monkeypatch.setattr(evar.embeddings.files, "WINDOW_SEC", 2.0)
     path = tmp_path / "long.wav"
     write_audio(path, synth_clip(1, np.random.default_rng(0), RATE, 9.0), RATE)
     longest = []
