@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 
 import evar
-import evar.sweep.jobs as sweep
+import evar.sweep.backends as sweep
 from evar.cli import main
 from evar.errors import EvarError
 from evar.results.store import read_results
-from evar.sweep.jobs import JobStore, effective_state, make_grid, parse_models, run_sweep, status_text
+from evar.sweep.backends import run_sweep
+from evar.sweep.jobs import JobStore, effective_state, make_grid, parse_models
+from evar.sweep.status import status_text
 from evar.options import LinearSettings, ModelChoice, RunOptions
 from sweep_support import comparable, grid, prepare_esc50, prepare_spcv2
 

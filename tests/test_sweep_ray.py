@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-import evar.sweep.jobs as sweep
+import evar.sweep.steps as steps
 from evar.cli import main
 from evar.results.store import read_results
-from evar.sweep.jobs import JobStore, RayBackend, make_grid, run_sweep
+from evar.sweep.backends import RayBackend, run_sweep
+from evar.sweep.jobs import JobStore, make_grid
 from sweep_support import comparable, grid, prepare_esc50, prepare_spcv2
 
 ray = pytest.importorskip("ray")
@@ -69,7 +70,7 @@ def test_killed_worker_is_retried_and_user_error_is_not(tmp_path: Path, monkeypa
             f.write("call\n")
         if model == "melspec" and len((calls / model).read_text().splitlines()) == 1:
             os.kill(os.getpid(), signal.SIGKILL)
-        return sweep.embed_step(job_spec, run, env)
+        return steps.embed_step(job_spec, run, env)
 
     jobs = make_grid(["melspec", "byola"], ["esc50"], weights={"byola": str(tmp_path / "missing.pth")},
                      max_epochs=20, patience=5)

@@ -42,7 +42,8 @@ def add_sweep(sub) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from evar.sweep.jobs import LocalBackend, RayBackend, make_grid, parse_models, run_sweep
+    from evar.sweep.backends import LocalBackend, RayBackend, run_sweep
+    from evar.sweep.jobs import make_grid, parse_models
 
     seeds = args.seed_list or list(range(42, 42 + args.seeds))
     given = {"lr": args.lr, "max_epochs": args.max_epochs, "patience": args.patience, "mode": args.linear_mode}
@@ -68,7 +69,7 @@ def add_status(sub) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> None:
-    from evar.sweep.jobs import status_text
+    from evar.sweep.status import status_text
 
     print(status_text(args.sweep, args.format, all_jobs=args.all), end="")
 

@@ -1,0 +1,84 @@
+"""The steps of a job, run in this process or on a Ray worker: embed (shared by a model's jobs on a task),
+probe a round, fine-tune, and the linear row."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from evar.api import embed as api_embed
+from evar.api import linear_settings
+from evar.embeddings.cache import skipped_clips
+from evar.encoders import LayerFusion, model_label
+from evar.errors import EvarError
+from evar.options import RunOptions
+from evar.paths import cache_dir, embeddings_dir, prepared_tasks_dir, results_dir
+from evar.protocols.base import Result, weights_field
+from evar.protocols.linear import evaluate_embeddings, evar_row_orders
+from evar.sweep.jobs import Job
+from evar.tasks import load_task
+
+
+def worker_env() -> dict[str, str]:
+    """This process's evar folders as absolute paths, for workers (which may start elsewhere)."""
+    return {"EVAR_CACHE_DIR": str(cache_dir().resolve()), "EVAR_TASKS_DIR": str(prepared_tasks_dir().resolve()),
+            "EVAR_EMBEDDINGS_DIR": str(embeddings_dir().resolve()), "EVAR_RESULTS_DIR": str(results_dir().resolve())}
+
+
+def embed_step(job_spec: dict, run: RunOptions, env: dict[str, str]) -> tuple[np.ndarray, dict]:
+    """Embeddings of a job's task (from the cache when present) and what its row records of the encoder."""
+    from evar.tasks.sed import is_event_task
+
+    os.environ.update(env)
+    job = Job.from_spec(job_spec)
+    if is_event_task(job.task):
+        raise EvarError(f"{job.task} is an event (SED) task, which sweeps do not run yet; "
+                        f"use: evar probe --task {job.task} --model {job.model}")
+    model = job.model_choice()
+    encoder = model.build(run.device)
+    layers = encoder.indices if isinstance(encoder, LayerFusion) else list(job.layers)
+    X = api_embed(model, job.task, run=run, encoder=encoder)
+    skipped = skipped_clips(load_task(job.task), encoder, model_label(job.model, layers), run.dtype)
+    info = {"layers": [str(l) for l in layers], "config": encoder.config(), "weights_sha256": encoder.weights_sha256,
+            "skipped": skipped, "evar_init_words": getattr(encoder, "evar_init_words", None),
+            "needs_stats": encoder.needs_stats}
+    return np.asarray(X), json.loads(json.dumps(info, default=str))
+
+
+def probe_step(X: np.ndarray, job_spec: dict, round_index: int | None, run: RunOptions,
+               env: dict[str, str], info: dict | None = None) -> tuple[list[str], list[list[float]]]:
+    """A linear job's rounds (all, or the one ``round_index``): their names and one score per seed each (in
+    ``evar`` mode the rounds before ``round_index`` are trained too: they advance EVAR's generators)."""
+    os.environ.update(env)
+    job = Job.from_spec(job_spec)
+    task = load_task(job.task)
+    settings = job.linear_settings()
+    orders = None
+    if settings.mode == "evar" and info:
+        orders = evar_row_orders(task, info.get("evar_init_words"), info["needs_stats"])
+    return evaluate_embeddings(X, task, settings, run.device, False, orders, round_index)
+
+
+def finetune_step(job_spec: dict, run: RunOptions, env: dict[str, str]) -> str:
+    """A fine-tuning job (resumes its unfinished run; appends its own row once). Returns the run id."""
+    from evar.protocols.finetune import finetune
+
+    os.environ.update(env)
+    job = Job.from_spec(job_spec)
+    result = finetune(job.task, job.model_choice(), {**job.settings, "seed": job.seeds[0]}, run, resume=True)
+    return result.run_id
+
+
+def n_rounds(task: str) -> int:
+    return len(list(load_task(task).splits()))
+
+
+def linear_row(job: Job, rounds: list[str], scores: list[list[float]], info: dict, run: RunOptions) -> dict[str, Any]:
+    """The ``results/scores.csv`` row of a linear job, as :func:`evar.api.probe` writes it."""
+    task = load_task(job.task)
+    recorded = linear_settings(task, info["config"], job.linear_settings(), run, info["skipped"])
+    return Result("linear", job.task, job.model, info["layers"], task.spec.metric, rounds, list(job.seeds), scores,
+                  recorded, weights_field(job.model, job.weights), info["weights_sha256"] or "").row()
