@@ -19,9 +19,9 @@ from evar.audio import write_audio
 from evar.encoders.base import Encoder
 from evar.errors import EvarError
 from evar.frontends.logmel import LogMelSpectrogram
-from evar.protocols.finetune import (
-    FineTuneModel, FineTuneSettings, TaskHead, WarmupCosine, finetune, finetune_defaults,
-    resolve_settings, supports_feature_augment, warmup_cosine_lr,
+from evar.protocols.finetune import FineTuneSettings, finetune, finetune_defaults, resolve_settings
+from evar.protocols.finetune_model import (
+    FineTuneModel, TaskHead, WarmupCosine, supports_feature_augment, warmup_cosine_lr,
 )
 from evar.results.store import read_results
 from evar.synth.trees import make_esc50_tree
