@@ -6,7 +6,8 @@ import argparse
 import glob
 
 from evar.cli.args import (
-    NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, add_model_options, device_name, mean_std, model_choice, run_options, seed_list,
+    NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, add_model_options, device_name, mean_std,
+    model_choice, run_options, seed_list,
 )
 from evar.errors import EvarError
 

@@ -62,8 +62,8 @@ def add_plot(sub) -> None:
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
-    from evar.results.leaderboard import parse_names
     from evar.results import plots
+    from evar.results.leaderboard import parse_names
 
     if args.kind == "layers":
         path = plots.plot_layers(args.model, args.task, protocol=args.protocol, out=args.out)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import importlib
-import pkgutil
 import json
+import pkgutil
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -13,12 +14,12 @@ import pandas as pd
 
 from evar.errors import EvarError, unknown_name
 from evar.io import atomic_write_text
+from evar.log import log
 from evar.paths import prepared_tasks_dir
 from evar.tasks.base import (
-    LABEL_SEPARATOR, ON_ERROR_CHOICES, DownloadSpec, RemoteFile, Split, Task, TaskSpec, check_audio_files, check_metadata,
-    describe_findings, require_files, split_labels, summarise,
+    LABEL_SEPARATOR, ON_ERROR_CHOICES, DownloadSpec, RemoteFile, Split, Task, TaskSpec, check_audio_files,
+    check_metadata, describe_findings, require_files, split_labels, summarise,
 )
-from evar.log import log
 
 _REGISTRY: dict[str, TaskSpec] = {}
 _loaded = False
@@ -106,18 +107,34 @@ def save_prepared(spec: TaskSpec, root: Path, meta: pd.DataFrame, problems: list
     return Task(spec, root, meta, info)
 
 
-#: task sources (``custom``, ``sed``, ``hear``): tasks made from the user's own files, registered like tasks
-_SOURCES: dict[str, Callable[..., Task]] = {}
+#: task sources (``custom``, ``sed``, ``hear``): tasks made from the user's own files, registered like tasks;
+#: kind -> (make, whether it reads a CSV)
+_SOURCES: dict[str, tuple[Callable[..., Task], bool]] = {}
 
 
-def register_source(kind: str) -> Callable:
-    """Decorator registering ``make(root, csv, name, unit_sec, on_error) -> Task`` as ``evar prepare KIND``."""
+def register_source(kind: str, reads_csv: bool) -> Callable:
+    """Decorator registering a task source as ``evar prepare KIND``: ``make(csv, root, name, unit_sec, on_error)``
+    when it ``reads_csv``, else ``make(root, name=, unit_sec=, on_error=)`` (a folder with its own metadata)."""
 
     def decorator(make: Callable[..., Task]) -> Callable[..., Task]:
-        _SOURCES[kind] = make
+        _SOURCES[kind] = (make, reads_csv)
         return make
 
     return decorator
+
+
+_TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def check_new_task_name(name: str) -> None:
+    """A clear error unless ``name`` can name a task made from the user's files: a safe file name, not a built-in
+    task and not a task source."""
+    if not _TASK_NAME.fullmatch(name):
+        raise EvarError(f"task name {name!r}: use letters, digits, '_', '-' or '.', starting with a letter or digit")
+    _load_builtins()
+    if name in _REGISTRY or name in _SOURCES:
+        raise EvarError(f"task name {name!r} is reserved (a built-in task or a task source: {', '.join(sorted(_SOURCES))}); "
+                        "choose another name with --name")
 
 
 def source_kinds() -> list[str]:
@@ -130,9 +147,16 @@ def prepare(name: str, root: str | Path, on_error: str = "fail", csv: str | Path
     """What ``evar prepare NAME`` does: a registered task from its official layout under ``root``, or a task
     source (``custom``, ``sed``, ``hear``) made into the task ``task_name`` from the user's files."""
     _load_builtins()
-    if name in _SOURCES:
-        return _SOURCES[name](root, csv, task_name, unit_sec, on_error)
-    return prepare_task(name, root, on_error)
+    if name not in _SOURCES:
+        return prepare_task(name, root, on_error)
+    make, reads_csv = _SOURCES[name]
+    if not reads_csv:
+        if csv:
+            raise EvarError(f"prepare {name} reads the folder's own metadata; --csv does not apply")
+        return make(root, name=task_name, unit_sec=unit_sec, on_error=on_error)
+    if not csv or not task_name:
+        raise EvarError(f"prepare {name} needs --csv FILE and --name NAME")
+    return make(csv, root, task_name, unit_sec, on_error)
 
 
 def prepare_task(name: str, root: str | Path, on_error: str = "fail") -> Task:

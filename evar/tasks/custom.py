@@ -9,7 +9,6 @@ built-in ones and is then found by ``load_task(name)`` and ``evar list``.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +18,11 @@ import soundfile as sf
 from evar.errors import EvarError
 from evar.log import log
 from evar.tasks import (
-    LABEL_SEPARATOR, Task, TaskSpec, _REGISTRY, _SOURCES, _load_builtins, check_audio_files, register_source,
-    save_prepared, split_labels,
+    LABEL_SEPARATOR, Task, TaskSpec, check_audio_files, check_new_task_name, register_source, save_prepared,
+    split_labels,
 )
 
 SPLIT_VALUES = ("train", "valid", "test")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def read_csv_table(csv: Path) -> pd.DataFrame:
@@ -73,6 +71,7 @@ def _default_unit_sec(root: Path, files: pd.Series) -> float:
     return max(0.01, round(float(np.mean(durations[~outliers])), 2))
 
 
+@register_source("custom", reads_csv=True)
 def prepare_custom(csv: str | Path, root: str | Path, name: str, unit_sec: float | None = None,
                    on_error: str = "fail") -> Task:
     """Prepare a custom task ``name`` from ``csv`` (``file,label,split`` or ``file,label,fold``).
@@ -82,12 +81,7 @@ def prepare_custom(csv: str | Path, root: str | Path, name: str, unit_sec: float
     stops at a missing/unreadable file, ``'skip'`` drops and reports it.
     """
     csv, root = Path(csv).expanduser(), Path(root).expanduser()
-    if not _NAME.fullmatch(name):
-        raise EvarError(f"task name {name!r}: use letters, digits, '_', '-' or '.', starting with a letter or digit")
-    _load_builtins()
-    if name in _REGISTRY or name in _SOURCES:
-        raise EvarError(f"task name {name!r} is reserved (a built-in task or a task source: custom, sed, hear); "
-                        "choose another name")
+    check_new_task_name(name)
     if not root.is_dir():
         raise EvarError(f"--root {root}: not a directory")
     if unit_sec is not None and not unit_sec > 0:
@@ -152,11 +146,3 @@ def prepare_custom(csv: str | Path, root: str | Path, name: str, unit_sec: float
     spec = TaskSpec(name, float(unit_sec), len(classes), n_folds, multilabel,
                     description=f"custom task from {csv.name}", source=str(csv.resolve()))
     return save_prepared(spec, root, meta, problems)
-
-
-@register_source("custom")
-def _custom_source(root: str | Path, csv: str | Path | None, name: str | None, unit_sec: float | None,
-                   on_error: str) -> Task:
-    if not csv or not name:
-        raise EvarError("prepare custom needs --csv FILE and --name NAME")
-    return prepare_custom(csv, root, name, unit_sec, on_error)

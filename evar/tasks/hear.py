@@ -17,8 +17,8 @@ scores clip-level labels only.
 
 from __future__ import annotations
 
-import os
 import json
+import os
 import re
 from pathlib import Path
 
@@ -27,17 +27,16 @@ import pandas as pd
 import soundfile as sf
 
 from evar.errors import EvarError
+from evar.log import log
 from evar.tasks import (
-    LABEL_SEPARATOR, Task, TaskSpec, _REGISTRY, _load_builtins, check_audio_files, register_source, require_files,
+    LABEL_SEPARATOR, Task, TaskSpec, check_audio_files, check_new_task_name, register_source, require_files,
     save_prepared,
 )
 from evar.tasks.sed import DEFAULT_METRIC, EVENT_METRICS, save_event_task
-from evar.log import log
 
 HINT = "point --root at one HEAR task folder (the one holding task_metadata.json)"
 KFOLD_MODES = ("presplit_kfold", "new_split_kfold")
 _FOLD = re.compile(r"fold(\d+)")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def _read_json(path: Path) -> object:
@@ -146,6 +145,7 @@ def _mean_duration(root: Path, files: pd.Series) -> float:
     return max(0.01, round(float(np.mean(durations)), 2))
 
 
+@register_source("hear", reads_csv=False)
 def prepare_hear(root: str | Path, name: str | None = None, sample_rate: int | None = None,
                  unit_sec: float | None = None, on_error: str = "fail") -> Task:
     """Prepare the HEAR task folder ``root`` as evar task ``name`` (default ``hear_<task_name>``).
@@ -160,11 +160,7 @@ def prepare_hear(root: str | Path, name: str | None = None, sample_rate: int | N
     meta = read_hear_metadata(root)
     path = root / "task_metadata.json"
     name = name or "hear_" + re.sub(r"[^A-Za-z0-9_.-]", "_", str(meta["task_name"]))
-    if not _NAME.fullmatch(name):
-        raise EvarError(f"task name {name!r}: use letters, digits, '_', '-' or '.', starting with a letter or digit")
-    _load_builtins()
-    if name in _REGISTRY:
-        raise EvarError(f"task name {name!r} is a built-in task; choose another name with --name")
+    check_new_task_name(name)
     groups = _groups(meta, path)
     rate = _audio_rate(root, list(groups), sample_rate)
     multilabel = meta["prediction_type"] == "multilabel"
@@ -223,11 +219,3 @@ def _prepare_events(root: Path, meta: dict, name: str, groups: dict[str, tuple[s
                     description=f"HEAR {meta['task_name']} (event, {meta['split_mode']}, {metric})",
                     source=str(root.resolve()))
     return save_event_task(spec, root, clips_table, events_table, on_error, metric)
-
-
-@register_source("hear")
-def _hear_source(root: str | Path, csv: str | Path | None, name: str | None, unit_sec: float | None,
-                 on_error: str) -> Task:
-    if csv:
-        raise EvarError("prepare hear reads the task folder's own metadata; --csv does not apply")
-    return prepare_hear(root, name=name, unit_sec=unit_sec, on_error=on_error)

@@ -17,10 +17,9 @@ HEAR 2021 event task folders are read by :func:`evar.tasks.hear.prepare_hear`.
 
 from __future__ import annotations
 
-import os
 import hashlib
 import json
-import re
+import os
 from pathlib import Path
 
 import numpy as np
@@ -28,14 +27,14 @@ import pandas as pd
 import soundfile as sf
 
 from evar.errors import EvarError
+from evar.io import atomic_write_text
+from evar.log import log
 from evar.metrics.sed import Event
 from evar.tasks import (
-    LABEL_SEPARATOR, Task, TaskSpec, _REGISTRY, _SOURCES, _load_builtins, check_audio_files, get_task_spec, metadata_paths,
+    LABEL_SEPARATOR, Task, TaskSpec, check_audio_files, check_new_task_name, get_task_spec, metadata_paths,
     register_source, save_prepared,
 )
-from evar.io import atomic_write_text
 from evar.tasks.custom import read_csv_table
-from evar.log import log
 
 EVENT_COLUMNS = ["file", "onset", "offset", "label"]
 #: HEAR 2021 event metrics: (t_collar s, evaluate_offset, percentage_of_length), heareval/score.py
@@ -46,7 +45,6 @@ EVENT_METRICS = {
 }
 DEFAULT_METRIC = "event_onset_200ms_fms"
 SPLIT_VALUES = ("train", "valid", "test")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def events_path(name: str) -> Path:
@@ -145,13 +143,6 @@ def save_event_task(spec: TaskSpec, root: Path, clips: pd.DataFrame, events: pd.
     return task
 
 
-@register_source("sed")
-def _sed_source(root: str | Path, csv: str | Path | None, name: str | None, unit_sec: float | None,
-                on_error: str) -> Task:
-    if not csv or not name:
-        raise EvarError("prepare sed needs --csv FILE and --name NAME")
-    return prepare_sed(csv, root, name, unit_sec, on_error)
-
 
 def _read_table(csv: Path) -> pd.DataFrame:
     return read_csv_table(csv).apply(lambda col: col.str.strip())
@@ -164,13 +155,10 @@ def _lines(mask: pd.Series) -> list[int]:
 
 def check_name(name: str) -> None:
     """Refuse task names that are not plain or that a built-in task (or a prepare keyword) uses."""
-    if not _NAME.fullmatch(name):
-        raise EvarError(f"task name {name!r}: use letters, digits, '_', '-' or '.', starting with a letter or digit")
-    _load_builtins()
-    if name in _REGISTRY or name in _SOURCES:
-        raise EvarError(f"task name {name!r} is reserved (a built-in task or a prepare keyword); choose another name")
+    check_new_task_name(name)
 
 
+@register_source("sed", reads_csv=True)
 def prepare_sed(csv: str | Path, root: str | Path, name: str, unit_sec: float | None = None,
                 on_error: str = "fail") -> Task:
     """Prepare SED task ``name`` from ``csv`` (file, onset, offset, label, split|fold; times in seconds).
@@ -238,4 +226,3 @@ def prepare_sed(csv: str | Path, root: str | Path, name: str, unit_sec: float | 
     spec = TaskSpec(name, float(unit_sec), None, n_folds, True, description=f"SED task from {csv.name}",
                     source=str(csv.resolve()))
     return save_event_task(spec, root, clips, events, on_error)
-
