@@ -12,10 +12,15 @@ import evar
 from evar.encoders import cola_pretrain as pretrain
 from evar.audio import write_audio
 from evar.errors import EvarError
-from evar.encoders.cola_pretrain import SegmentPairs, checkpoint_path, find_audio, pretrain_cola
+from evar.encoders.cola_pretrain import ColaSettings, SegmentPairs, checkpoint_path, find_audio, pretrain_cola
 from evar.synth.trees import synth_clip
 
-FAST = {"backbone": "byola", "d": 64, "batch_size": 3, "steps_per_epoch": 2, "seed": 7, "progress": False}
+FAST = {"backbone": "byola", "d": 64, "batch_size": 3, "steps_per_epoch": 2, "seed": 7}
+
+
+def run_cola(audio_dir: Path, out: Path, resume: bool = True, **settings):
+    """COLA pre-training without a progress bar, the settings given as keywords."""
+    return pretrain_cola(audio_dir, out, ColaSettings(**settings), resume=resume, progress=False)
 
 
 @pytest.fixture
@@ -52,7 +57,7 @@ def test_segment_pairs_share_a_clip(tmp_path: Path) -> None:
 
 def test_interrupted_then_resumed_equals_uninterrupted(audio_dir: Path, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    full = pretrain_cola(audio_dir, tmp_path / "full" / "cola.safetensors", epochs=2, **FAST)
+    full = run_cola(audio_dir, tmp_path / "full" / "cola.safetensors", epochs=2, **FAST)
     assert len(full.losses) == 2 and all(np.isfinite(full.losses))
 
     out = tmp_path / "cut" / "cola.safetensors"
@@ -66,12 +71,12 @@ def test_interrupted_then_resumed_equals_uninterrupted(audio_dir: Path, tmp_path
 
     monkeypatch.setattr(SegmentPairs, "batch", crash_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
-        pretrain_cola(audio_dir, out, epochs=2, **FAST)
+        run_cola(audio_dir, out, epochs=2, **FAST)
     assert torch.load(checkpoint_path(out), weights_only=True)["epoch"] == 1
     assert sorted(p.name for p in out.parent.iterdir()) == ["cola.safetensors", "cola.train.pt"]  # no partial files
     monkeypatch.setattr(SegmentPairs, "batch", real_batch)
 
-    resumed = pretrain_cola(audio_dir, out, epochs=2, resume=True, **FAST)
+    resumed = run_cola(audio_dir, out, epochs=2, resume=True, **FAST)
     assert resumed.losses == full.losses
     a, b = _weights(full.weights), _weights(resumed.weights)
     assert a.keys() == b.keys()
@@ -88,26 +93,26 @@ def test_interrupted_then_resumed_equals_uninterrupted(audio_dir: Path, tmp_path
 
 def test_guards(audio_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "w.pt"
-    pretrain_cola(audio_dir, out, epochs=1, **FAST)
+    run_cola(audio_dir, out, epochs=1, **FAST)
     assert evar.load_encoder("cola_byola", weights=str(out)).embed_dim == 64  # plain state_dict weights
     with pytest.raises(EvarError, match="exists: resume it"):
-        pretrain_cola(audio_dir, out, epochs=2, resume=False, **FAST)
+        run_cola(audio_dir, out, epochs=2, resume=False, **FAST)
     with pytest.raises(EvarError, match=r"other settings \(batch_size=3->2"):
-        pretrain_cola(audio_dir, out, epochs=2, **{**FAST, "batch_size": 2})
+        run_cola(audio_dir, out, epochs=2, **{**FAST, "batch_size": 2})
     with pytest.raises(EvarError, match="fewer than batch_size=8"):
-        pretrain_cola(audio_dir, tmp_path / "x.safetensors", **{**FAST, "batch_size": 8})
+        run_cola(audio_dir, tmp_path / "x.safetensors", **{**FAST, "batch_size": 8})
     with pytest.raises(EvarError, match="must end in .safetensors"):
-        pretrain_cola(audio_dir, tmp_path / "y.txt", epochs=1, **FAST)
+        run_cola(audio_dir, tmp_path / "y.txt", epochs=1, **FAST)
     (tmp_path / "empty").mkdir()
     with pytest.raises(EvarError, match="no audio files"):
-        pretrain_cola(tmp_path / "empty", tmp_path / "z.safetensors", epochs=1, **FAST)
+        run_cola(tmp_path / "empty", tmp_path / "z.safetensors", epochs=1, **FAST)
     with pytest.raises(EvarError, match="unknown COLA backbone"):
-        pretrain_cola(audio_dir, tmp_path / "z.safetensors", **{**FAST, "backbone": "resnet"})
+        run_cola(audio_dir, tmp_path / "z.safetensors", **{**FAST, "backbone": "resnet"})
 
 
 def test_efficientnet_one_step(audio_dir: Path, tmp_path: Path) -> None:
-    result = pretrain_cola(audio_dir, tmp_path / "cola.safetensors", backbone="efficientnet_b0", epochs=1,
-                           batch_size=2, steps_per_epoch=1, progress=False)
+    result = run_cola(audio_dir, tmp_path / "cola.safetensors", backbone="efficientnet_b0", epochs=1,
+                      batch_size=2, steps_per_epoch=1)
     assert np.isfinite(result.losses[0])
     encoder = evar.load_encoder("cola", weights=str(result.weights))
     assert encoder.embed(torch.randn(1, 15680) * 0.1).shape == (1, 1280)

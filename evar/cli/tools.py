@@ -13,25 +13,25 @@ def add_pretrain(sub) -> None:
     p.add_argument("method", choices=["cola"])
     p.add_argument("--audio-dir", required=True, help="folder of audio files (searched recursively)")
     p.add_argument("--out", required=True, help="weights file to write (.safetensors or .pt)")
-    p.add_argument("--backbone", choices=["efficientnet_b0", "byola"], default="efficientnet_b0")
-    p.add_argument("--epochs", type=POSITIVE_INT, default=100)
-    p.add_argument("--batch-size", type=POSITIVE_INT, default=64)
+    p.add_argument("--backbone", choices=["efficientnet_b0", "byola"], help="default efficientnet_b0")
+    p.add_argument("--epochs", type=POSITIVE_INT, help="default 100")
+    p.add_argument("--batch-size", type=POSITIVE_INT, help="default 64")
     p.add_argument("--steps-per-epoch", type=POSITIVE_INT, help="default: one pass over the files")
-    p.add_argument("--lr", type=POSITIVE_FLOAT, default=1e-4)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--d", type=POSITIVE_INT, default=512, help="projection size")
+    p.add_argument("--lr", type=POSITIVE_FLOAT, help="default 1e-4")
+    p.add_argument("--seed", type=int, help="default 42")
+    p.add_argument("--d", type=POSITIVE_INT, help="projection size (default 512)")
     p.add_argument("--device", type=device_name, default="cpu")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint beside --out")
     p.set_defaults(handler=cmd_pretrain)
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
-    from evar.encoders.cola_pretrain import pretrain_cola
+    from evar.encoders.cola_pretrain import ColaSettings, pretrain_cola
 
-    result = pretrain_cola(args.audio_dir, args.out, backbone=args.backbone, epochs=args.epochs,
-                           batch_size=args.batch_size, steps_per_epoch=args.steps_per_epoch, lr=args.lr,
-                           seed=args.seed, d=args.d, device=args.device, resume=args.resume)
-    model = "cola_byola" if args.backbone == "byola" else "cola"
+    given = {name: getattr(args, name) for name in ColaSettings.__dataclass_fields__ if getattr(args, name, None) is not None}
+    settings = ColaSettings(**given)
+    result = pretrain_cola(args.audio_dir, args.out, settings, resume=args.resume, device=args.device)
+    model = "cola_byola" if settings.backbone == "byola" else "cola"
     print(f"wrote {result.weights} (last epoch loss {result.losses[-1]:.4f}); "
           f"use: evar probe --model {model} --weights {result.weights} --task TASK")
 

@@ -114,21 +114,24 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
         raise EvarError(f"{path}: cannot read the COLA training checkpoint ({exc}); remove it to start again") from exc
 
 
-def pretrain_cola(
-    audio_dir: str | Path,
-    out: str | Path,
-    backbone: str = "efficientnet_b0",
-    epochs: int = 100,
-    batch_size: int = 64,
-    steps_per_epoch: int | None = None,
-    seed: int = 42,
-    resume: bool = True,
-    lr: float = 1e-4,
-    d: int = 512,
-    noise: float = 0.001,
-    device: str = "cpu",
-    progress: bool = True,
-) -> PretrainResult:
+@dataclass(frozen=True)
+class ColaSettings:
+    """COLA pre-training settings: the backbone (``efficientnet_b0`` or ``byola`` of width ``d``), epochs, batch
+    size (the clips of a batch are each other's negatives), steps per epoch (None: one pass over the files),
+    Adam's learning rate, the seed, and the Gaussian noise added to the positives."""
+
+    backbone: str = "efficientnet_b0"
+    epochs: int = 100
+    batch_size: int = 64
+    steps_per_epoch: int | None = None
+    lr: float = 1e-4
+    seed: int = 42
+    d: int = 512
+    noise: float = 0.001
+
+
+def pretrain_cola(audio_dir: str | Path, out: str | Path, settings: ColaSettings = ColaSettings(), resume: bool = True,
+                  device: str = "cpu", progress: bool = True) -> PretrainResult:
     """Pre-train COLA on the audio under ``audio_dir``; the encoder weights go to ``out``.
 
     ``steps_per_epoch`` defaults to one pass over the files (``len(files) // batch_size``). With ``resume``, an
@@ -137,6 +140,9 @@ def pretrain_cola(
     """
     from tqdm import tqdm
 
+    backbone, epochs, batch_size, steps_per_epoch, lr, seed, d, noise = (
+        settings.backbone, settings.epochs, settings.batch_size, settings.steps_per_epoch, settings.lr, settings.seed,
+        settings.d, settings.noise)
     if backbone not in BACKBONES:
         raise EvarError(f"unknown COLA backbone {backbone!r}; choose from {', '.join(BACKBONES)}")
     if epochs < 1 or batch_size < 2 or (steps_per_epoch is not None and steps_per_epoch < 1):
@@ -148,7 +154,7 @@ def pretrain_cola(
     if len(files) < batch_size:
         raise EvarError(f"{audio_dir}: {len(files)} audio files, fewer than batch_size={batch_size} "
                         "(each batch needs distinct clips as negatives); lower --batch-size")
-    settings = {"backbone": backbone, "d": d, "batch_size": batch_size, "lr": lr, "seed": seed, "noise": noise,
+    recorded = {"backbone": backbone, "d": d, "batch_size": batch_size, "lr": lr, "seed": seed, "noise": noise,
                 "steps_per_epoch": steps_per_epoch or max(1, len(files) // batch_size)}
 
     torch.manual_seed(seed)
@@ -160,8 +166,8 @@ def pretrain_cola(
         if not resume:
             raise EvarError(f"{ckpt} exists: resume it (--resume) or remove it to start again")
         state = _load_checkpoint(ckpt)
-        changed = [f"{k}={state['settings'].get(k)!r}->{settings[k]!r}" for k in RESUME_KEYS
-                   if state["settings"].get(k) != settings[k]]
+        changed = [f"{k}={state['settings'].get(k)!r}->{recorded[k]!r}" for k in RESUME_KEYS
+                   if state["settings"].get(k) != recorded[k]]
         if changed:
             raise EvarError(f"{ckpt} was made with other settings ({', '.join(changed)}); use them or remove it")
         model.load_state_dict(state["model"])
@@ -176,21 +182,21 @@ def pretrain_cola(
     for epoch in range(start, epochs):
         model.train()
         total = 0.0
-        for _ in tqdm(range(settings["steps_per_epoch"]), desc=f"COLA epoch {epoch + 1}/{epochs}", disable=not progress):
+        for _ in tqdm(range(recorded["steps_per_epoch"]), desc=f"COLA epoch {epoch + 1}/{epochs}", disable=not progress):
             anchors, positives = pairs.batch(batch_size, data_rng)
             loss = contrastive_loss(model(anchors.to(device), positives.to(device)))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             total += loss.item()
-        losses.append(total / settings["steps_per_epoch"])
+        losses.append(total / recorded["steps_per_epoch"])
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                 "losses": losses, "settings": settings, "torch_rng": torch.get_rng_state(),
+                 "losses": losses, "settings": recorded, "torch_rng": torch.get_rng_state(),
                  "data_rng": data_rng.get_state()}
         if torch.device(device).type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(device)
         _atomic(ckpt, lambda tmp: torch.save(state, tmp))
-        save_encoder_weights(model, out, {**settings, "epoch": epoch + 1})
+        save_encoder_weights(model, out, {**recorded, "epoch": epoch + 1})
     if not out.exists():  # a finished checkpoint whose weights file was removed
-        save_encoder_weights(model, out, {**settings, "epoch": start})
+        save_encoder_weights(model, out, {**recorded, "epoch": start})
     return PretrainResult(out, ckpt, losses)
