@@ -74,7 +74,7 @@ def test_list_models_names_every_encoder_and_its_weights(capsys: pytest.CaptureF
     shutil.copy(weights, weights_cache_dir() / evar.encoders.get_encoder_spec("byola").weights.filename)  # byola is now cached
     assert main(["list", "models"]) == 0
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
-    assert set(NAMES) | {"hear:<module>"} == set(lines)
+    assert set(NAMES) | {"hear:<module>", "hf:<model>"} == set(lines)
     for spec in evar.list_encoders():
         if spec.name == "byola":
             expected = "cached"

@@ -25,7 +25,8 @@ def cmd_list(args: argparse.Namespace) -> None:
             print(f"{spec.name:<17} {spec.sample_rate or '?':>6} {spec.embed_dim or '?':>6}  {status:<17} {spec.description}")
         for prefix, factory in list_prefixes().items():
             summary = (factory.__doc__ or "").strip().splitlines()[0] if factory.__doc__ else ""
-            print(f"{prefix + ':<module>':<17} {'module':>6} {'module':>6}  {'module':<17} {summary}")
+            argument = "<module>" if prefix == "hear" else "<model>"
+            print(f"{prefix + ':' + argument:<17} {'model':>6} {'model':>6}  {'model':<17} {summary}")
     else:
         from evar.tasks import is_prepared, list_tasks, load_task
         from evar.tasks.sed import is_event_task, primary_metric

@@ -1,0 +1,200 @@
+"""Any Hugging Face transformers audio model as an encoder: ``--model hf:<folder or hub id>[@revision]``.
+
+The model and its feature extractor load with transformers' own classes (``AutoConfig``, ``AutoFeatureExtractor``,
+``AutoModel``; ``AutoModelForCTC`` for ``output="logits"``; ``WhisperModel``'s encoder for Whisper), from a folder
+written by ``save_pretrained`` (works offline) or, with network, from the hub at a pinned revision. The waveform goes
+through the model's feature extractor unchanged (per-clip normalisation of raw-waveform models, Whisper's log-mel
+and 30-s padding), then, as EVAR's wrappers do (nttcslab/eval-audio-repr 88ba772, ``evar/ar_wav2vec2.py``,
+``ar_hubert.py``, ``ar_wavlm.py``, ``ar_data2vec.py``, ``ar_whisper.py``):
+
+- ``output="hidden"`` (default): the hidden states of ``output_layers`` (default the last), concatenated;
+- ``output="feature"``: the convolutional feature encoder's output (wav2vec 2.0 family);
+- ``output="logits"``: a CTC head's logits;
+- Whisper: the encoder only, fed 30-s windows whose frames are cut to the window's audio
+  (``ceil(samples / 320)`` frames) and concatenated.
+
+Every hidden state is a named layer (``embed``, ``layer1`` …), so ``--layers`` and layer fusion work. Frames are
+timed from the model's stride (the product of its convolution strides; 20 ms for Whisper) at the centre of each
+frame's receptive field. Clips of one batch have equal length, so no padding and no attention mask are involved:
+each clip's embedding is that of the clip alone.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from evar.encoders import register_prefix
+from evar.encoders.base import Encoder, mean_max_pool
+from evar.errors import EvarError
+from evar.io import file_sha256
+
+OUTPUTS = ("hidden", "feature", "logits")
+POOLINGS = ("mean", "mean_max")
+#: Whisper's fixed input window and the audio samples per encoder frame (two 10-ms mel frames)
+WHISPER_WINDOW_SEC = 30.0
+WHISPER_SAMPLES_PER_FRAME = 320
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+def parse_model_id(text: str) -> tuple[str, str | None]:
+    """``facebook/wav2vec2-base-960h@abc123`` → (id, revision); a folder path has no revision."""
+    name, sep, revision = text.rpartition("@")
+    return (name, revision) if sep and name and not Path(text).exists() else (text, None)
+
+
+def weights_digest(folder: Path) -> str | None:
+    """sha256 of a model folder's weight files: the file's own for one file, else of their names and digests."""
+    files = sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES) if folder.is_dir() else []
+    if not files:
+        return None
+    if len(files) == 1:
+        return file_sha256(files[0])
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{path.name} {file_sha256(path)}\n".encode())
+    return digest.hexdigest()
+
+
+class HFEncoder(Encoder):
+    """A transformers audio model and its feature extractor behind evar's encoder interface."""
+
+    def __init__(self, model: torch.nn.Module, feature_extractor: Any, output: str = "hidden",
+                 output_layers: tuple[int, ...] = (-1,), pooling: str = "mean", source: dict[str, Any] | None = None
+                 ) -> None:
+        super().__init__()
+        if output not in OUTPUTS:
+            raise EvarError(f"hf: output must be one of {OUTPUTS}, got {output!r}")
+        if pooling not in POOLINGS:
+            raise EvarError(f"hf: pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.model, self.feature_extractor = model.eval(), feature_extractor
+        self.output, self.output_layers, self.pooling = output, tuple(int(i) for i in output_layers), pooling
+        self.source = dict(source or {})
+        config = model.config
+        self.is_whisper = config.model_type == "whisper"
+        if self.is_whisper and output != "hidden":
+            raise EvarError("hf: a Whisper encoder has hidden states only (output='hidden')")
+        if output == "logits" and not hasattr(model, "lm_head"):
+            raise EvarError("hf: output='logits' needs a model with a CTC head (e.g. Wav2Vec2ForCTC)")
+        self.sample_rate = int(feature_extractor.sampling_rate)
+        n_layers = config.encoder_layers if self.is_whisper else config.num_hidden_layers
+        self.layers = ("embed", *(f"layer{i}" for i in range(1, n_layers + 1)))
+        hidden = config.d_model if self.is_whisper else config.hidden_size
+        self.embed_dim = {"hidden": hidden * len(self.output_layers),
+                          "feature": getattr(config, "conv_dim", [hidden])[-1],
+                          "logits": getattr(config, "vocab_size", 0)}[output]
+        if self.is_whisper:
+            self.hop_samples, self.field_samples = WHISPER_SAMPLES_PER_FRAME, WHISPER_SAMPLES_PER_FRAME
+        else:
+            self.hop_samples = int(np.prod(config.conv_stride))
+            field = 1
+            for kernel, stride in zip(reversed(config.conv_kernel), reversed(config.conv_stride)):
+                field = (field - 1) * stride + kernel
+            self.field_samples = field
+        self.frame_hop_sec = self.hop_samples / self.sample_rate
+        self.weights_sha256 = self.source.get("weights_sha256")
+
+    # -- preprocessing -----------------------------------------------------------------------------
+    def _inputs(self, wav: torch.Tensor) -> torch.Tensor:
+        """The feature extractor's output for a batch of equal-length clips, on the model's device."""
+        clips = [clip for clip in wav.detach().cpu().numpy().astype(np.float32)]
+        key = "input_features" if self.is_whisper else "input_values"
+        values = self.feature_extractor(clips, sampling_rate=self.sample_rate, return_tensors="pt")[key]
+        return values.to(self.device, torch.float32)
+
+    # -- outputs -----------------------------------------------------------------------------------
+    def _hidden_states(self, wav: torch.Tensor) -> list[torch.Tensor]:
+        if not self.is_whisper:
+            backbone = self.model.base_model if self.output == "logits" else self.model
+            return list(backbone(self._inputs(wav), output_hidden_states=True).hidden_states)
+        window = int(WHISPER_WINDOW_SEC * self.sample_rate)
+        pieces: list[list[torch.Tensor]] = []
+        for start in range(0, wav.shape[1], window):
+            chunk = wav[:, start:start + window]
+            states = self.model.encoder(self._inputs(chunk), output_hidden_states=True).hidden_states
+            valid = math.ceil(chunk.shape[1] / WHISPER_SAMPLES_PER_FRAME)
+            pieces.append([state[:, :valid] for state in states])
+        return [torch.cat(per_layer, dim=1) for per_layer in zip(*pieces)]
+
+    def forward_frames(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.output == "feature":
+            extractor = self.model.feature_extractor if hasattr(self.model, "feature_extractor") else \
+                self.model.base_model.feature_extractor
+            frames = extractor(self._inputs(wav)).transpose(1, 2)
+        elif self.output == "logits":
+            frames = self.model(self._inputs(wav)).logits
+        else:
+            states = self._hidden_states(wav)
+            frames = torch.cat([states[i] for i in self.output_layers], dim=-1)
+        return frames, self.frame_timestamps(frames.shape[1])
+
+    def forward_layers(self, wav: torch.Tensor) -> list[torch.Tensor]:
+        return self._hidden_states(wav)
+
+    def frame_timestamps(self, n_frames: int) -> torch.Tensor:
+        """Centre of frame j's receptive field: ``(j * hop + field / 2) / rate`` seconds."""
+        return (torch.arange(n_frames, dtype=torch.float64) * self.hop_samples + self.field_samples / 2).float() \
+            / self.sample_rate
+
+    def layer_pool(self, frames: torch.Tensor) -> torch.Tensor:
+        return frames.mean(dim=1) if self.pooling == "mean" else mean_max_pool(frames)
+
+    def pool(self, frames: torch.Tensor) -> torch.Tensor:
+        return frames.mean(dim=1) if self.pooling == "mean" else mean_max_pool(frames)
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "model_type": self.model.config.model_type, "output": self.output,
+                "output_layers": list(self.output_layers), "pooling": self.pooling, **self.source}
+
+
+def load_hf(model_id: str, revision: str | None = None, output: str = "hidden"):
+    """(model, feature extractor, source) for a folder or a hub id; one clear line when it cannot be found."""
+    from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForCTC, WhisperModel
+
+    folder = Path(model_id).expanduser()
+    where = str(folder) if folder.is_dir() else model_id
+    kwargs = {"revision": revision} if revision else {}
+    try:
+        config = AutoConfig.from_pretrained(where, **kwargs)
+        extractor = AutoFeatureExtractor.from_pretrained(where, **kwargs)
+        if config.model_type == "whisper":
+            model = WhisperModel.from_pretrained(where, **kwargs)
+        else:
+            model = (AutoModelForCTC if output == "logits" else AutoModel).from_pretrained(where, **kwargs)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EvarError(f"hf:{model_id}{'@' + revision if revision else ''}: cannot load the model ({first}); give a "
+                        "folder written by save_pretrained (hf:/path/to/folder), or a hub id on a machine with "
+                        "network access") from exc
+    source = {"model_id": model_id if not folder.is_dir() else str(folder.resolve()), "revision": revision or "",
+              "weights_sha256": weights_digest(folder) if folder.is_dir() else _hub_digest(model_id, revision)}
+    return model, extractor, source
+
+
+def _hub_digest(model_id: str, revision: str | None) -> str | None:
+    """sha256 of a hub model's weight files, from the local hub cache (None when they are not cached)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return weights_digest(Path(snapshot_download(model_id, revision=revision, local_files_only=True)))
+    except Exception:  # no cached snapshot: the row then records the id and revision only
+        return None
+
+
+def build_hf_encoder(arg: str, weights: str | None = None, output: str = "hidden",
+                     output_layers: tuple[int, ...] | list[int] = (-1,), pooling: str = "mean") -> HFEncoder:
+    """Any transformers audio model: hf:<folder or hub id>[@revision] (--weights: a local folder instead)."""
+    if output not in OUTPUTS or pooling not in POOLINGS:  # before any loading
+        raise EvarError(f"hf: output must be one of {OUTPUTS} and pooling one of {POOLINGS}; got {output!r}, {pooling!r}")
+    model_id, revision = parse_model_id(weights or arg)
+    model, extractor, source = load_hf(model_id, revision, output)
+    return HFEncoder(model, extractor, output, tuple(output_layers), pooling, source)
+
+
+register_prefix("hf", build_hf_encoder)
