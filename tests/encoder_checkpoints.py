@@ -16,6 +16,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from evar.encoders.hf import HUB_ENCODERS
 from evar.encoders.vggish import VGGISH_PCA_WEIGHTS
 from fixture_support import FIXTURES, fixture_module, save_like_2019
 
@@ -103,6 +104,42 @@ def _vggish(pca: bool) -> Callable[[Path], tuple[Path, dict]]:
     return write
 
 
+def _hub(name: str) -> Callable[[Path], tuple[Path, dict]]:
+    """A save_pretrained folder of the default checkpoint's width (its output dimension, strides and receptive
+    field) with one transformer layer and small inner sizes, random weights."""
+
+    def write(folder: Path) -> tuple[Path, dict]:
+        import transformers as tf
+
+        model_id = HUB_ENCODERS[name][0]
+        out = folder / name
+        torch.manual_seed(SEED)
+        if name == "whisper":
+            config = tf.WhisperConfig(d_model=1280, encoder_layers=1, decoder_layers=1, encoder_attention_heads=20,
+                                      decoder_attention_heads=20, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                                      num_mel_bins=128, vocab_size=100, max_target_positions=16, pad_token_id=1,
+                                      bos_token_id=2, eos_token_id=3, decoder_start_token_id=2)
+            tf.WhisperModel(config).save_pretrained(out)
+            tf.WhisperFeatureExtractor(feature_size=128).save_pretrained(out)
+            return out, {}
+        small = dict(num_hidden_layers=1, intermediate_size=64, num_conv_pos_embeddings=16, num_attention_heads=4)
+        if name == "data2vec":
+            config, model = tf.Data2VecAudioConfig(hidden_size=1024, conv_dim=(16,) * 6 + (512,), **small), \
+                tf.Data2VecAudioModel
+        elif name == "hubert":
+            config, model = tf.HubertConfig(conv_dim=(16,) * 6 + (512,), **small), tf.HubertModel
+        elif name == "wavlm":
+            config, model = tf.WavLMConfig(conv_dim=(16,) * 6 + (512,), **small), tf.WavLMModel
+        else:  # facebook/wav2vec2-base-960h is a CTC checkpoint (32 characters)
+            config, model = tf.Wav2Vec2Config(conv_dim=(16,) * 6 + (512,), **small), tf.Wav2Vec2ForCTC
+        model(config).save_pretrained(out)
+        tf.Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=False).save_pretrained(out)
+        assert model_id  # the folder stands in for this hub checkpoint
+        return out, {}
+
+    return write
+
+
 def _wav2clip(folder: Path) -> tuple[Path, dict]:
     path = folder / "Wav2CLIP.pt"
     torch.save(fixture_module("wav2clip_checkpoint").make_official_state_dict(seed=SEED), path)
@@ -122,6 +159,7 @@ WRITERS: dict[str, Callable[[Path], tuple[Path | None, dict]]] = {
     "msm_mae_paper": _msm_mae("80x512p16x16_paper", 5 * 32 + 1),
     "vggish": _vggish(False), "vggish_4k": _vggish(False), "vggish_pca": _vggish(True),
     "wav2clip": _wav2clip, "wav2clip_encoder": _wav2clip,
+    **{name: _hub(name) for name in HUB_ENCODERS},
 }
 
 

@@ -21,6 +21,7 @@ import evar.encoders
 from encoder_checkpoints import CACHED_KWARGS, write_checkpoint
 from evar.cli import main
 from evar.synth.trees import make_esc50_tree
+from evar.encoders.hf import weights_digest
 from evar.encoders.weights import file_sha256, weights_cache_dir
 
 NAMES = [spec.name for spec in evar.list_encoders()]
@@ -58,8 +59,8 @@ def test_probe_every_encoder(name: str, esc50_root: Path, evar_dirs: Path) -> No
             shutil.copy(extra.pop(kwarg), cached)
     assert not extra, f"{name}: create_encoder options the command line cannot pass: {extra}"
     row = _probe(name, weights, esc50_root, evar_dirs)
-    if weights is not None:
-        assert row["weights_sha256"] == file_sha256(weights)
+    if weights is not None:  # a file's sha256, or a save_pretrained folder's weight files'
+        assert row["weights_sha256"] == (weights_digest(weights) if weights.is_dir() else file_sha256(weights))
 
 
 def test_probe_hear_module(esc50_root: Path, evar_dirs: Path, monkeypatch: pytest.MonkeyPatch) -> None:

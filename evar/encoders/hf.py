@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from evar.encoders import register_prefix
+from evar.encoders import register_encoder, register_prefix
 from evar.encoders.base import Encoder, mean_max_pool
 from evar.errors import EvarError
 from evar.io import file_sha256
@@ -198,3 +198,52 @@ def build_hf_encoder(arg: str, weights: str | None = None, output: str = "hidden
 
 
 register_prefix("hf", build_hf_encoder)
+
+
+def evar_wav2vec2_extractor():
+    """The feature extractor EVAR's HuBERT and WavLM wrappers take from ``facebook/wav2vec2-base-960h`` (their own
+    checkpoints' processors fail): per-clip zero mean and unit variance at 16 kHz, no attention mask."""
+    from transformers import Wav2Vec2FeatureExtractor
+
+    return Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
+                                    return_attention_mask=False)
+
+
+#: EVAR's named encoders (config/<name>.yaml): hub checkpoint, output, pooling, and whether EVAR swaps in
+#: wav2vec2-base-960h's feature extractor; the dimension is the default checkpoint's
+HUB_ENCODERS = {
+    "wav2vec2": ("facebook/wav2vec2-base-960h", "hidden", "mean", False, 768, "wav2vec 2.0 base-960h, last layer"),
+    "wav2vec2_context": ("facebook/wav2vec2-base-960h", "hidden", "mean", False, 768,
+                         "wav2vec 2.0 context network (transformer output), EVAR's Wav2Vec2-C"),
+    "wav2vec2_feature": ("facebook/wav2vec2-base-960h", "feature", "mean_max", False, 512,
+                         "wav2vec 2.0 convolutional feature encoder, EVAR's Wav2Vec2-F"),
+    "wav2vec2_logit": ("facebook/wav2vec2-base-960h", "logits", "mean", False, 32, "wav2vec 2.0 CTC logits"),
+    "hubert": ("facebook/hubert-base-ls960", "hidden", "mean", True, 768, "HuBERT base (LS-960), last layer"),
+    "wavlm": ("microsoft/wavlm-base", "hidden", "mean", True, 768, "WavLM base, last layer"),
+    "data2vec": ("facebook/data2vec-audio-large-960h", "hidden", "mean", False, 1024,
+                 "data2vec-audio large-960h, last layer"),
+    "whisper": ("openai/whisper-large-v3", "hidden", "mean", False, 1280, "Whisper large-v3 encoder, last layer"),
+}
+
+
+def _hub_builder(name: str):
+    model_id, output, pooling, evar_extractor, _, _ = HUB_ENCODERS[name]
+
+    def build(weights: str | None = None, output_layers: tuple[int, ...] | list[int] = (-1,),
+              allow_download: bool = True) -> HFEncoder:
+        if weights is None and not allow_download:
+            raise EvarError(f"{name}: {model_id} is fetched from the Hugging Face hub; pass --weights FOLDER "
+                            "(a save_pretrained folder) on a machine without network access")
+        found_id, revision = parse_model_id(weights or model_id)
+        model, extractor, source = load_hf(found_id, revision, output)
+        if evar_extractor:
+            extractor = evar_wav2vec2_extractor()
+        return HFEncoder(model, extractor, output, tuple(output_layers), pooling, source)
+
+    build.__doc__ = f"{HUB_ENCODERS[name][5]} ({model_id} from the hub, or --weights FOLDER)."
+    return build
+
+
+for _name, (_id, _output, _pooling, _swap, _dim, _description) in HUB_ENCODERS.items():
+    register_encoder(_name, sample_rate=16000, embed_dim=_dim, description=f"{_description}; {_id} (hub main)",
+                     weights_note="hub (network)")(_hub_builder(_name))

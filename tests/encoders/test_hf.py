@@ -151,3 +151,24 @@ def test_probe_on_the_smoke_tree_records_the_model(folders, tmp_path: Path, evar
     assert row["model"] == f"hf:{folders['hubert']}" and 0 <= row["score"] <= 1
     assert encoder["model_type"] == "hubert" and encoder["model_id"] == str(folders["hubert"].resolve())
     assert len(encoder["weights_sha256"]) == 64
+
+
+def test_named_encoders_take_evars_settings(folders, tmp_path: Path) -> None:
+    """EVAR's config/*.yaml: mean pooling of the last layer, Wav2Vec2-F's conv features with mean+max, and
+    HuBERT/WavLM preprocessed by wav2vec2-base-960h's extractor whatever their folder holds."""
+    from transformers import Wav2Vec2FeatureExtractor
+
+    hubert = tmp_path / "hubert"
+    _save_wave_model("hubert", hubert)
+    Wav2Vec2FeatureExtractor(do_normalize=False).save_pretrained(hubert)  # not what EVAR uses
+    encoder = evar.create_encoder("hubert", weights=str(hubert))
+    assert encoder.feature_extractor.do_normalize and encoder.pooling == "mean" and encoder.output_layers == (-1,)
+    generic = evar.create_encoder(f"hf:{hubert}")
+    wav = _audio(8000, 5)
+    assert not torch.allclose(encoder.embed(wav), generic.embed(wav))  # the extractor swap changes the input
+    feature = evar.create_encoder("wav2vec2_feature", weights=str(folders["wav2vec2_ctc"]))
+    assert (feature.output, feature.pooling) == ("feature", "mean_max")
+    logit = evar.create_encoder("wav2vec2_logit", weights=str(folders["wav2vec2_ctc"]))
+    assert logit.embed(wav).shape == (2, 12)
+    with pytest.raises(EvarError, match="facebook/wav2vec2-base-960h is fetched from the Hugging Face hub"):
+        evar.create_encoder("wav2vec2", allow_download=False)
