@@ -4,7 +4,7 @@
     python benchmarks/encoders.py --models byola,ast --threads 4
 
 Each encoder gets deterministic random weights in its official file format (tests/encoder_checkpoints.py;
-speed does not depend on the weight values) and is measured in a fresh subprocess, so encoders do not
+speed does not depend on the weight values; the transformers encoders at their default checkpoint's full size) and is measured in a fresh subprocess, so encoders do not
 contaminate each other's memory: ``encoder.embed`` on batches of 16 x 1-s and 8 x 10-s clips at the encoder's
 sample rate, one warm-up batch, then timed batches until at least ``--min-iters`` batches AND
 ``--min-seconds`` have passed; clips/s is the batch size over the median batch time (the machine may be
@@ -117,7 +117,7 @@ def main() -> None:
         sys.path.insert(0, str(ROOT / "tests"))
         from encoder_checkpoints import write_checkpoint
 
-        weights, kwargs = write_checkpoint(args.write, args.dir)
+        weights, kwargs = write_checkpoint(args.write, args.dir, full_size=True)
         print(json.dumps([str(weights) if weights else None, kwargs]))
     elif args.list:
         from evar.encoders import list_encoders

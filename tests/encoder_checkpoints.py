@@ -140,6 +140,33 @@ def _hub(name: str) -> Callable[[Path], tuple[Path, dict]]:
     return write
 
 
+def _hub_full_size(name: str, folder: Path) -> tuple[Path, dict]:
+    """The default checkpoint's whole architecture (from its published configuration) with random weights, for
+    speed measurements: wav2vec 2.0 / HuBERT / WavLM base (12 x 768), data2vec-audio large (24 x 1024), Whisper
+    large-v3's encoder (32 x 1280, 128 mel bins; a one-layer decoder, unused)."""
+    import transformers as tf
+
+    out = folder / f"{name}-full"
+    torch.manual_seed(SEED)
+    if name == "whisper":
+        config = tf.WhisperConfig(d_model=1280, encoder_layers=32, encoder_attention_heads=20, encoder_ffn_dim=5120,
+                                  decoder_layers=1, decoder_attention_heads=20, decoder_ffn_dim=64, num_mel_bins=128,
+                                  vocab_size=100, max_target_positions=16, pad_token_id=1, bos_token_id=2,
+                                  eos_token_id=3, decoder_start_token_id=2)
+        tf.WhisperModel(config).save_pretrained(out)
+        tf.WhisperFeatureExtractor(feature_size=128).save_pretrained(out)
+        return out, {}
+    if name == "data2vec":
+        config, model = tf.Data2VecAudioConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                                               intermediate_size=4096), tf.Data2VecAudioModel
+    else:
+        config, model = {"hubert": (tf.HubertConfig(), tf.HubertModel), "wavlm": (tf.WavLMConfig(), tf.WavLMModel)}.get(
+            name, (tf.Wav2Vec2Config(), tf.Wav2Vec2ForCTC))
+    model(config).save_pretrained(out)
+    tf.Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=False).save_pretrained(out)
+    return out, {}
+
+
 def _wav2clip(folder: Path) -> tuple[Path, dict]:
     path = folder / "Wav2CLIP.pt"
     torch.save(fixture_module("wav2clip_checkpoint").make_official_state_dict(seed=SEED), path)
@@ -163,13 +190,16 @@ WRITERS: dict[str, Callable[[Path], tuple[Path | None, dict]]] = {
 }
 
 
-def write_checkpoint(name: str, folder: str | Path) -> tuple[Path | None, dict[str, Any]]:
+def write_checkpoint(name: str, folder: str | Path, full_size: bool = False) -> tuple[Path | None, dict[str, Any]]:
     """Write encoder ``name``'s deterministic official-format checkpoint under ``folder``.
 
-    Returns ``(weights_path or None, extra create_encoder kwargs)``.
+    Returns ``(weights_path or None, extra create_encoder kwargs)``. ``full_size``: hub encoders get their default
+    checkpoint's whole architecture (the tests use one transformer layer of the same width).
     """
     if name not in WRITERS:
         raise KeyError(f"no deterministic checkpoint recipe for encoder {name!r}; add one to {__file__}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    if full_size and name in HUB_ENCODERS:
+        return _hub_full_size(name, folder)
     return WRITERS[name](folder)
