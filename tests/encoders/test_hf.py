@@ -172,3 +172,27 @@ def test_named_encoders_take_evars_settings(folders, tmp_path: Path) -> None:
     assert logit.embed(wav).shape == (2, 12)
     with pytest.raises(EvarError, match="facebook/wav2vec2-base-960h is fetched from the Hugging Face hub"):
         evar.create_encoder("wav2vec2", allow_download=False)
+
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+#: evar's named encoder -> the tiny folder EVAR's wrapper ran on (tests/fixtures/hf_make_reference.py)
+EVAR_CASES = {"wav2vec2_context": "wav2vec2_ctc", "wav2vec2_feature": "wav2vec2_ctc", "wav2vec2_logit": "wav2vec2_ctc",
+              "hubert": "hubert", "wavlm": "wavlm", "whisper": "whisper"}
+
+
+@pytest.mark.parametrize("name", sorted(EVAR_CASES))
+def test_named_encoders_equal_evars_own_wrappers(name: str) -> None:
+    """EVAR 88ba772's AR_Wav2Vec2Context/Feature/Logit, AR_Hubert, AR_WavLM and AR_Whisper, run by
+    tests/fixtures/hf_make_reference.py on the stored tiny models: frames and embeddings within 1e-5."""
+    reference = np.load(FIXTURES / "hf_reference.npz")
+    encoder = evar.create_encoder(name, weights=str(FIXTURES / "hf_tiny" / EVAR_CASES[name]))
+    frames, _ = encoder.embed_frames(reference["wav"])
+    np.testing.assert_allclose(frames.numpy(), reference[f"{name}_frames"], atol=TOLERANCE, rtol=0)
+    np.testing.assert_allclose(encoder.embed(reference["wav"]).numpy(), reference[f"{name}_embed"], atol=TOLERANCE,
+                               rtol=0)
+    if name == "whisper":
+        rng = np.random.default_rng(0)
+        rng.normal(0, 0.1, (2, 16000))  # the fixture's first draw, ``wav``
+        long_wav = rng.normal(0, 0.1, (1, 16000 * 31)).astype(np.float32)
+        np.testing.assert_allclose(encoder.embed_frames(long_wav)[0].numpy(), reference["whisper_long_frames"],
+                                   atol=TOLERANCE, rtol=0)
