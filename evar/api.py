@@ -13,6 +13,7 @@ import numpy as np
 
 from evar.embeddings.cache import embed_task, parse_shard, save_npy_atomic, skipped_clips
 from evar.embeddings.files import embed_files
+from evar.encoders import model_label
 from evar.encoders.base import Encoder, LayerFusion
 from evar.errors import EvarError
 from evar.io import atomic_write_text
@@ -36,7 +37,8 @@ def embed(model: str | ModelChoice, task: str | None = None, files: Sequence[str
     if task is not None:
         if isinstance(shard, str):
             shard = parse_shard(shard)
-        return embed_task(encoder, load_task(task), _label(model, encoder), run, shard=shard)
+        return embed_task(encoder, load_task(task), model_label(model.name, fused_layers(model, encoder)), run,
+                          shard=shard)
     if shard is not None:
         raise EvarError("--shard applies to a task's embeddings, not to files")
     embeddings, _ = embed_files(encoder, files or [], unit_sec, run, stats)
@@ -105,9 +107,10 @@ def probe(task: str, model: str | ModelChoice, settings: ProbeSettings | None = 
         check_writable()  # a read-only results folder fails now, not after the work
     prepared = load_task(task)
     encoder = encoder or model.build(run.device)
-    layers = encoder.indices if isinstance(encoder, LayerFusion) else list(model.layers)
-    X = embed_task(encoder, prepared, _label(model, encoder), run)
-    skipped = skipped_clips(prepared, encoder, _label(model, encoder), run.dtype)
+    layers = fused_layers(model, encoder)
+    label = model_label(model.name, layers)
+    X = embed_task(encoder, prepared, label, run)
+    skipped = skipped_clips(prepared, encoder, label, run.dtype)
     recorded = linear_settings(prepared, encoder.config(), settings, run, skipped)
     names, scores = _linear_rounds(X, prepared, encoder, settings, run)
     result = Result("linear", task, model.name, layer_names(layers), prepared.spec.metric, names,
@@ -145,10 +148,9 @@ def probe_layers(task: str, model: str | ModelChoice, settings: LinearSettings =
     return results
 
 
-def _label(model: ModelChoice, encoder: Encoder) -> str:
-    """The cache label: ``name`` or ``name+i,j`` with the fused layers as 0-based indices."""
-    layers = encoder.indices if isinstance(encoder, LayerFusion) else list(model.layers)
-    return f"{model.name}+{','.join(str(l) for l in layers)}" if layers else model.name
+def fused_layers(model: ModelChoice, encoder: Encoder) -> list[int | str]:
+    """The layers of a fusion as 0-based indices (names and negative indices resolved), else the choice's."""
+    return encoder.indices if isinstance(encoder, LayerFusion) else list(model.layers)
 
 
 def _linear_rounds(X: np.ndarray, task: Task, encoder: Encoder, settings: LinearSettings, run: RunOptions,

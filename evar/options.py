@@ -12,7 +12,7 @@ Fine-tuning's settings, with per-encoder EVAR defaults, are :class:`evar.protoco
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from evar.errors import EvarError
 
@@ -123,8 +123,3 @@ class SedSettings(ProbeSettings):
         super().__post_init__()
         if self.loss not in SED_LOSSES:
             raise EvarError(f"SED loss must be one of {SED_LOSSES}, got {self.loss!r}")
-
-
-def seeds_from(values: Sequence[int] | int) -> tuple[int, ...]:
-    """``3`` → ``(42, 43, 44)`` (EVAR's seeds upwards from 42); a sequence is kept."""
-    return tuple(range(42, 42 + values)) if isinstance(values, int) else tuple(values)

@@ -22,7 +22,8 @@ from encoder_checkpoints import CACHED_KWARGS, write_checkpoint
 from evar.cli import main
 from evar.synth.trees import make_esc50_tree
 from evar.encoders.hf import weights_digest
-from evar.encoders.weights import file_sha256, weights_cache_dir
+from evar.encoders.weights import weights_cache_dir
+from evar.io import file_sha256
 
 NAMES = [spec.name for spec in evar.list_encoders()]
 

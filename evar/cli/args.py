@@ -117,5 +117,5 @@ def model_choice(args: argparse.Namespace):
 def run_options(args: argparse.Namespace, progress: bool = True):
     from evar.options import RunOptions
 
-    return RunOptions(args.device, getattr(args, "batch_size", None), args.num_workers,
-                      getattr(args, "on_error", "fail"), progress, getattr(args, "dtype", "float32"))
+    given = {name: getattr(args, name) for name in RunOptions.__dataclass_fields__ if hasattr(args, name)}
+    return RunOptions(**{**given, "progress": progress})

@@ -32,7 +32,8 @@ from torch import nn
 from transformers.audio_utils import mel_filter_bank
 
 from evar.errors import EvarError
-from evar.encoders.weights import file_sha256, load_state_dict
+from evar.encoders.weights import load_state_dict
+from evar.io import file_sha256
 from evar.encoders import register_encoder
 from evar.encoders.base import Encoder, mean_max_pool
 from evar.encoders.byola import AudioNTT2020

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from evar.errors import EvarError
-from evar.encoders.weights import file_sha256
+from evar.io import file_sha256
 from evar.encoders import register_prefix
 from evar.encoders.base import Encoder
 

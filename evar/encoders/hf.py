@@ -62,6 +62,13 @@ def weights_digest(folder: Path) -> str | None:
     return digest.hexdigest()
 
 
+def check_options(output: str, pooling: str) -> None:
+    if output not in OUTPUTS:
+        raise EvarError(f"hf: output must be one of {OUTPUTS}, got {output!r}")
+    if pooling not in POOLINGS:
+        raise EvarError(f"hf: pooling must be one of {POOLINGS}, got {pooling!r}")
+
+
 class HFEncoder(Encoder):
     """A transformers audio model and its feature extractor behind evar's encoder interface."""
 
@@ -69,10 +76,7 @@ class HFEncoder(Encoder):
                  output_layers: tuple[int, ...] = (-1,), pooling: str = "mean", source: dict[str, Any] | None = None
                  ) -> None:
         super().__init__()
-        if output not in OUTPUTS:
-            raise EvarError(f"hf: output must be one of {OUTPUTS}, got {output!r}")
-        if pooling not in POOLINGS:
-            raise EvarError(f"hf: pooling must be one of {POOLINGS}, got {pooling!r}")
+        check_options(output, pooling)
         self.model, self.feature_extractor = model.eval(), feature_extractor
         self.output, self.output_layers, self.pooling = output, tuple(int(i) for i in output_layers), pooling
         self.source = dict(source or {})
@@ -142,11 +146,10 @@ class HFEncoder(Encoder):
         return (torch.arange(n_frames, dtype=torch.float64) * self.hop_samples + self.field_samples / 2).float() \
             / self.sample_rate
 
-    def layer_pool(self, frames: torch.Tensor) -> torch.Tensor:
-        return frames.mean(dim=1) if self.pooling == "mean" else mean_max_pool(frames)
-
     def pool(self, frames: torch.Tensor) -> torch.Tensor:
         return frames.mean(dim=1) if self.pooling == "mean" else mean_max_pool(frames)
+
+    layer_pool = pool  # a fused layer is pooled as the model's own output
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "model_type": self.model.config.model_type, "output": self.output,
@@ -190,8 +193,7 @@ def _hub_digest(model_id: str, revision: str | None) -> str | None:
 def build_hf_encoder(arg: str, weights: str | None = None, output: str = "hidden",
                      output_layers: tuple[int, ...] | list[int] = (-1,), pooling: str = "mean") -> HFEncoder:
     """Any transformers audio model: hf:<folder or hub id>[@revision] (--weights: a local folder instead)."""
-    if output not in OUTPUTS or pooling not in POOLINGS:  # before any loading
-        raise EvarError(f"hf: output must be one of {OUTPUTS} and pooling one of {POOLINGS}; got {output!r}, {pooling!r}")
+    check_options(output, pooling)  # before any loading
     model_id, revision = parse_model_id(weights or arg)
     model, extractor, source = load_hf(model_id, revision, output)
     return HFEncoder(model, extractor, output, tuple(output_layers), pooling, source)

@@ -34,7 +34,8 @@ from transformers.audio_utils import mel_filter_bank
 
 from evar.errors import EvarError
 from evar.encoders.numpy_checkpoint import load_state_dict_with_numpy
-from evar.encoders.weights import WeightFile, file_sha256, load_weights, resolve_weights
+from evar.encoders.weights import WeightFile, load_weights, resolve_weights
+from evar.io import file_sha256
 from evar.encoders import register_encoder
 from evar.encoders.base import Encoder
 

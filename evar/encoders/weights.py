@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from evar.io import file_sha256  # noqa: F401  (encoders import it from here)
+from evar.io import file_sha256
 from evar.errors import EvarError
 from evar.paths import cache_dir
 

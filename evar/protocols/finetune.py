@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -191,17 +191,17 @@ def finetune(task: str, model: ModelChoice, overrides: dict[str, Any] | None = N
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "run.json", json.dumps({"identity": identity, "complete": False}, indent=1))
     run_id = run_dir.name.rsplit("-", 1)[1]
-    run = FineTuneRun(prepared, encoder, settings, replace(run, device=device), run_dir, epoch_hook)
-    if run.augment.active and not run.feature_augment:
+    training = FineTuneRun(prepared, encoder, settings, run, run_dir, epoch_hook)
+    if training.augment.active and not training.feature_augment:
         log.warning(f"{type(encoder).__name__} has no separable front end (features + "
                     "forward_from_features); frequency/time masks and random resize crop are off, "
                     "mixup on waveforms still applies")
-    has_valid = all(split.valid is not None and len(split.valid) for split in prepared.splits())
-    rounds = FineTuneRounds(run)
+    rounds = FineTuneRounds(training)
+    has_valid = all(split.valid is not None and len(split.valid) for split in rounds.splits)
     names, scores = score_rounds(rounds, [settings.seed], progress=False)
-    plot_curves(run.history, run_dir / "curves.png", prepared.spec.metric)
+    plot_curves(training.history, run_dir / "curves.png", prepared.spec.metric)
     recorded = {**asdict(settings), "unit_sec": prepared.spec.unit_sec, "encoder": encoder.config(),
-                "device": device, "feature_augment": run.feature_augment,
+                "device": device, "feature_augment": training.feature_augment,
                 "validation": "task valid split" if has_valid else (
                     "EVAR: held-out fold as validation, best test score over epochs (optimistic)"
                     if settings.cv_protocol == "evar" else f"holdout: {settings.valid_fraction:.0%} of training, "
@@ -222,15 +222,15 @@ def finetune(task: str, model: ModelChoice, overrides: dict[str, Any] | None = N
 class FineTuneRounds(Rounds):
     """Fine-tuning's rounds: each trains a fresh copy of the encoder (or reads the round's finished result)."""
 
-    def __init__(self, run: "FineTuneRun") -> None:
-        super().__init__(run.task)
-        self.run, self.results = run, []
+    def __init__(self, training: FineTuneRun) -> None:
+        super().__init__(training.task)
+        self.training, self.results = training, []
 
     def fit_score(self, round_index: int, seed: int) -> float:
-        split, run = self.splits[round_index], self.run
-        done = run.run_dir / split.name / "result.json"
-        result = json.loads(done.read_text()) if done.is_file() else run.train_round(round_index, split)
-        run.history.extend(result["history"])
-        run.write_log()
+        split, training = self.splits[round_index], self.training
+        done = training.run_dir / split.name / "result.json"
+        result = json.loads(done.read_text()) if done.is_file() else training.train_round(round_index, split)
+        training.history.extend(result["history"])
+        training.write_log()
         self.results.append(result)
         return float(result["score"])

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 
 from evar.api import embed as api_embed
-from evar.api import linear_settings
+from evar.api import fused_layers, linear_settings
 from evar.embeddings.cache import skipped_clips
-from evar.encoders import LayerFusion, model_label
+from evar.encoders import model_label
 from evar.errors import EvarError
 from evar.options import RunOptions
 from evar.paths import cache_dir, embeddings_dir, prepared_tasks_dir, results_dir
@@ -39,7 +39,7 @@ def embed_step(job_spec: dict, run: RunOptions, env: dict[str, str]) -> tuple[np
                         f"use: evar probe --task {job.task} --model {job.model}")
     model = job.model_choice()
     encoder = model.build(run.device)
-    layers = encoder.indices if isinstance(encoder, LayerFusion) else list(job.layers)
+    layers = fused_layers(model, encoder)
     X = api_embed(model, job.task, run=run, encoder=encoder)
     skipped = skipped_clips(load_task(job.task), encoder, model_label(job.model, layers), run.dtype)
     info = {"layers": [str(l) for l in layers], "config": encoder.config(), "weights_sha256": encoder.weights_sha256,

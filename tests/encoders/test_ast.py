@@ -21,7 +21,7 @@ from evar import create_encoder, list_encoders
 from evar.encoders.ast import AUDIOSET_STATS, ASTEncoder, convert_state_dict
 from evar.encoders.base import LayerFusion
 from evar.errors import EvarError
-from evar.encoders.weights import file_sha256
+from evar.io import file_sha256
 from fixture_support import fixture_module, load_reference
 
 # Observed max |diff| vs the original (float32, values up to ~4): embed 9e-6, frames 1.4e-5, layers 1e-5.

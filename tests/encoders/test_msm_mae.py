@@ -20,7 +20,7 @@ import torch
 from evar import create_encoder, list_encoders
 from evar.encoders.msm_mae import MSMMAEEncoder
 from evar.errors import EvarError
-from evar.encoders.weights import file_sha256
+from evar.io import file_sha256
 from fixture_support import fixture_module, load_reference
 
 # torch.stft + transformers' Slaney mel bank vs nnAudio's conv STFT: observed log-mel max |diff| 2.4e-5
