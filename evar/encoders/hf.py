@@ -161,6 +161,8 @@ def load_hf(model_id: str, revision: str | None = None, output: str = "hidden"):
     from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForCTC, WhisperModel
 
     folder = Path(model_id).expanduser()
+    if model_id.startswith(("/", ".", "~")) and not folder.is_dir():  # a path, not a hub id
+        raise EvarError(f"hf:{model_id}: no such folder; give a folder written by save_pretrained")
     where = str(folder) if folder.is_dir() else model_id
     kwargs = {"revision": revision} if revision else {}
     try:
@@ -173,8 +175,8 @@ def load_hf(model_id: str, revision: str | None = None, output: str = "hidden"):
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EvarError(f"hf:{model_id}{'@' + revision if revision else ''}: cannot load the model ({first}); give a "
-                        "folder written by save_pretrained (hf:/path/to/folder), or a hub id on a machine with "
-                        "network access") from exc
+                        "folder written by save_pretrained (--model hf:FOLDER, or --weights FOLDER with a named "
+                        "encoder), or a hub id on a machine with network access") from exc
     source = {"model_id": model_id if not folder.is_dir() else str(folder.resolve()), "revision": revision or "",
               "weights_sha256": weights_digest(folder) if folder.is_dir() else _hub_digest(model_id, revision)}
     return model, extractor, source

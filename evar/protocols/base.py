@@ -26,6 +26,8 @@ class Rounds:
     """
 
     chained: bool = False
+    #: what the progress bar calls a run of these rounds
+    verb: str = "probe"
 
     def __init__(self, task) -> None:
         self.task = task
@@ -46,7 +48,7 @@ def score_rounds(rounds: Rounds, seeds: Sequence[int], progress: bool = True, on
     first = 0 if only_round is None or rounds.chained else only_round
     needed = range(first, chosen[-1] + 1)
     scores = {r: [0.0] * len(seeds) for r in chosen}
-    bar = tqdm(total=len(needed) * len(seeds), desc=f"{type(rounds).__name__.lower()} {rounds.task.name}",
+    bar = tqdm(total=len(needed) * len(seeds), desc=f"{rounds.verb} {rounds.task.name}",
                unit="fit", disable=not progress)
     for s, seed in enumerate(seeds):
         for r in needed:
