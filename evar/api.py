@@ -6,6 +6,7 @@ and the :class:`~evar.options.RunOptions`; a probe dispatches on the task spec's
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -18,7 +19,9 @@ from evar.encoders.base import Encoder, LayerFusion
 from evar.errors import EvarError
 from evar.io import atomic_write_text
 from evar.log import log
-from evar.options import LinearSettings, ModelChoice, ProbeSettings, RunOptions, SedSettings
+from evar.options import (
+    FewShotSettings, KnnSettings, LinearSettings, MlpSettings, ModelChoice, RunOptions, SedSettings,
+)
 from evar.protocols.base import Result, layer_names, record as record_result, weights_field
 from evar.results.store import check_writable
 from evar.tasks import Task, get_task_spec, load_task
@@ -67,29 +70,50 @@ def embed_files_to(out: str | Path, model: str | ModelChoice, files: Sequence[st
     return embeddings, listing
 
 
-def probe_settings(task: str, **values: Any) -> ProbeSettings:
-    """The settings object for probing ``task``: :class:`SedSettings` for an event task, else
-    :class:`LinearSettings`; ``values`` left None take the defaults, and one that does not apply is an error."""
+#: the probes of clip-level tasks on cached embeddings: ``--protocol`` name → settings class
+CLIP_PROTOCOLS = {"linear": LinearSettings, "mlp": MlpSettings, "knn": KnnSettings, "fewshot": FewShotSettings}
+
+
+def protocol_name(settings: Any) -> str:
+    """The results row's protocol of ``settings`` or its class (``sed`` for :class:`SedSettings`)."""
+    kind = settings if isinstance(settings, type) else type(settings)
+    if issubclass(kind, SedSettings):
+        return "sed"
+    return next(name for name, cls in reversed(CLIP_PROTOCOLS.items()) if issubclass(kind, cls))
+
+
+def probe_settings(task: str, protocol: str | None = None, **values: Any) -> Any:
+    """The settings object for probing ``task`` with ``protocol`` (None: ``linear``, or the SED probe for an
+    event task); ``values`` left None take the defaults, and one that does not apply is an error."""
     kind = get_task_spec(task).kind
-    cls = SedSettings if kind == "event" else LinearSettings
+    if kind == "event":
+        if protocol not in (None, "sed"):
+            raise EvarError(f"{task} is an event (SED) task: its probe is the frame-level SED probe, not {protocol}")
+        cls = SedSettings
+    elif (protocol or "linear") in CLIP_PROTOCOLS:
+        cls = CLIP_PROTOCOLS[protocol or "linear"]
+    else:
+        raise EvarError(f"unknown protocol {protocol!r} for {task}; choose from {', '.join(CLIP_PROTOCOLS)}")
     given = {k: v for k, v in values.items() if v is not None}
     fields = cls.__dataclass_fields__
     foreign = sorted(k for k in given if k not in fields)
     if foreign:
         names = ", ".join("--" + k.replace("_", "-") for k in foreign)
-        raise EvarError(f"{names} do(es) not apply to {kind} task {task}; its probe settings: "
-                        f"{', '.join(sorted(fields))}")
+        raise EvarError(f"{names} do(es) not apply to the {protocol_name(cls)} probe of {task}; its "
+                        f"settings: {', '.join(sorted(fields))}")
     return cls(**given)
 
 
-def probe(task: str, model: str | ModelChoice, settings: ProbeSettings | None = None,
+def probe(task: str, model: str | ModelChoice, settings: Any = None,
           run: RunOptions = RunOptions(), encoder: Encoder | None = None, record: bool = True) -> Result:
     """Evaluate ``model`` on ``task`` with the protocol of the task's kind; appends a row to
     ``results/scores.csv`` when ``record``.
 
-    Scene tasks: EVAR's linear evaluation (:class:`evar.protocols.linear.LinearProbe`; ``mode="evar"`` reproduces
-    EVAR's classifier and random stream seed for seed). Event (SED) tasks: the frame-level probe of
-    :func:`evar.protocols.sed.probe_sed`. ``settings`` None takes the protocol's defaults.
+    Clip-level tasks, by the class of ``settings``: EVAR's linear evaluation (:class:`LinearSettings`,
+    :class:`evar.protocols.linear.LinearProbe`; ``mode="evar"`` reproduces EVAR's classifier and random stream seed
+    for seed), its MLP (:class:`MlpSettings`), kNN (:class:`KnnSettings`) or few-shot (:class:`FewShotSettings`),
+    all on the one embedding cache. Event (SED) tasks: the frame-level probe of :func:`evar.protocols.sed.probe_sed`.
+    ``settings`` None takes the linear protocol's defaults.
     """
     model = ModelChoice.of(model)
     settings = settings or probe_settings(task)
@@ -99,8 +123,9 @@ def probe(task: str, model: str | ModelChoice, settings: ProbeSettings | None = 
         if not isinstance(settings, SedSettings):
             raise EvarError(f"{task} is an event (SED) task: give SedSettings (see evar.api.probe_settings)")
         return probe_sed(task, model, settings, run, encoder, record)
-    if not isinstance(settings, LinearSettings):
-        raise EvarError(f"{task} is a clip-level task: give LinearSettings (see evar.api.probe_settings)")
+    if not isinstance(settings, tuple(CLIP_PROTOCOLS.values())):
+        raise EvarError(f"{task} is a clip-level task: give the settings of one of {', '.join(CLIP_PROTOCOLS)} "
+                        "(see evar.api.probe_settings)")
     if encoder is None:
         model.check_name()  # an unknown name fails before any work
     if record:
@@ -111,9 +136,8 @@ def probe(task: str, model: str | ModelChoice, settings: ProbeSettings | None = 
     label = model_label(model.name, layers)
     X = embed_task(encoder, prepared, label, run)
     skipped = skipped_clips(prepared, encoder, label, run.dtype)
-    recorded = linear_settings(prepared, encoder.config(), settings, run, skipped)
-    names, scores = _linear_rounds(X, prepared, encoder, settings, run)
-    result = Result("linear", task, model.name, layer_names(layers), prepared.spec.metric, names,
+    names, scores, recorded = _clip_rounds(X, prepared, encoder, settings, run, skipped)
+    result = Result(protocol_name(settings), task, model.name, layer_names(layers), prepared.spec.metric, names,
                     list(settings.seeds), scores, recorded, weights_field(model.name, model.weights),
                     encoder.weights_sha256 or "")
     if record:
@@ -129,6 +153,8 @@ def probe_layers(task: str, model: str | ModelChoice, settings: LinearSettings =
     gets its own row in ``results/scores.csv`` (``layers`` = its index), which `evar plot layers` reads.
     """
     model = ModelChoice.of(model)
+    if not isinstance(settings, LinearSettings):
+        raise EvarError("--layers all probes each layer with the linear or mlp protocol")
     check_writable()
     prepared = load_task(task)
     base = ModelChoice(model.name, model.weights, (), model.options).build(run.device)
@@ -140,7 +166,7 @@ def probe_layers(task: str, model: str | ModelChoice, settings: LinearSettings =
     results = []
     for index, name in enumerate(base.layers):
         recorded = {**linear_settings(prepared, base.config(), settings, run), "layer_wise": True, "layer_name": name}
-        names, scores = _linear_rounds(X[:, bounds[index]:bounds[index + 1]], prepared, fused, settings, run)
+        names, scores, _ = _linear_rounds(X[:, bounds[index]:bounds[index + 1]], prepared, fused, settings, run)
         result = Result("linear", task, model.name, [str(index)], prepared.spec.metric, names, list(settings.seeds),
                         scores, recorded, weights_field(model.name, model.weights), base.weights_sha256 or "")
         record_result(result)
@@ -153,13 +179,45 @@ def fused_layers(model: ModelChoice, encoder: Encoder) -> list[int | str]:
     return encoder.indices if isinstance(encoder, LayerFusion) else list(model.layers)
 
 
-def _linear_rounds(X: np.ndarray, task: Task, encoder: Encoder, settings: LinearSettings, run: RunOptions,
-                   only_round: int | None = None) -> tuple[list[str], list[list[float]]]:
-    from evar.protocols.linear import evaluate_embeddings, evar_row_orders
+def _clip_rounds(X: np.ndarray, task: Task, encoder: Encoder, settings: Any, run: RunOptions,
+                 skipped: dict[str, str]) -> tuple[list[str], list[list[float]], dict]:
+    """Round names, ``scores[round][seed]`` and the row's settings of a clip-level protocol on embeddings ``X``."""
+    from evar.protocols.base import score_rounds
+    from evar.protocols.fewshot import FewShotRounds
+    from evar.protocols.knn import KnnRounds
+
+    if isinstance(settings, LinearSettings):
+        recorded = linear_settings(task, encoder.config(), settings, run, skipped)
+        if isinstance(settings, MlpSettings):
+            recorded.update(hidden=list(settings.hidden), dropout=settings.dropout, grid=settings.grid)
+        names, scores, chosen = _linear_rounds(X, task, encoder, settings, run)
+        if chosen:
+            recorded["grid_chosen"] = [[chosen[(r, seed)] for seed in settings.seeds] for r in range(len(names))]
+        return names, scores, recorded
+    rounds = (KnnRounds if isinstance(settings, KnnSettings) else FewShotRounds)(X, task, settings)
+    names, scores = score_rounds(rounds, settings.seeds, run.progress)
+    recorded = {**{k: v for k, v in asdict(settings).items() if k != "seeds"}, "unit_sec": task.spec.unit_sec,
+                "encoder": encoder.config(), "device": run.device, "skipped_files": sorted(skipped)}
+    if isinstance(rounds, FewShotRounds):
+        recorded["draw_scores"] = [[rounds.draw_scores[(r, seed)] for seed in settings.seeds]
+                                   for r in range(len(names))]
+    if run.dtype != "float32":
+        recorded["embedding_dtype"] = run.dtype
+    return names, scores, recorded
+
+
+def _linear_rounds(X: np.ndarray, task: Task, encoder: Encoder, settings: LinearSettings, run: RunOptions
+                   ) -> tuple[list[str], list[list[float]], dict]:
+    """The linear (or MLP) rounds: names, ``scores[round][seed]`` and, for an MLP grid, the candidate kept per
+    (round, seed)."""
+    from evar.protocols.base import score_rounds
+    from evar.protocols.linear import LinearRounds, evar_row_orders
 
     orders = evar_row_orders(task, getattr(encoder, "evar_init_words", None), encoder.needs_stats) \
         if settings.mode == "evar" else None
-    return evaluate_embeddings(X, task, settings, run.device, run.progress, orders, only_round)
+    rounds = LinearRounds(X, task, settings, run.device, orders)
+    names, scores = score_rounds(rounds, settings.seeds, run.progress)
+    return names, scores, rounds.chosen
 
 
 def linear_settings(task: Task, encoder_config: dict, settings: LinearSettings, run: RunOptions,

@@ -20,6 +20,8 @@ ON_ERROR = ("fail", "skip")
 DTYPES = ("float32", "float16")
 LINEAR_MODES = ("evar", "clean")
 SED_LOSSES = ("bce", "afl", "soft_f1")
+KNN_METRICS = ("cosine", "euclidean")
+FEWSHOT_CLASSIFIERS = ("logistic", "centroid")
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,79 @@ class LinearSettings(ProbeSettings):
         super().__post_init__()
         if self.mode not in LINEAR_MODES:
             raise EvarError(f"linear mode must be one of {LINEAR_MODES}, got {self.mode!r}")
+
+
+@dataclass(frozen=True)
+class MlpSettings(LinearSettings):
+    """EVAR's classifier with hidden layers (``lineareval.py --hidden``): Linear → ReLU → Dropout(``dropout``) per
+    hidden layer, then the output Linear, trained as the linear probe. ``grid`` instead picks, per round and seed,
+    the best on validation of one or two hidden layers of ``hidden[0]`` units × lr 1e-3, 3e-4, 1e-4 (HEAR's
+    grid-searched MLP, smaller); a grid seeds each fit on its own (mode ``clean``)."""
+
+    hidden: tuple[int, ...] = (512,)
+    dropout: float = 0.5
+    grid: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if not self.hidden or min(self.hidden) < 1:
+            raise EvarError(f"hidden sizes must be positive integers, got {self.hidden}")
+        if not 0 <= self.dropout < 1:
+            raise EvarError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.grid and self.mode == "evar":
+            object.__setattr__(self, "mode", "clean")
+
+    def probe_kwargs(self) -> dict[str, Any]:
+        return {k: v for k, v in super().probe_kwargs().items() if k != "grid"}
+
+
+@dataclass(frozen=True)
+class KnnSettings:
+    """The parameter-free k-nearest-neighbour probe (X-ARES): the ``k`` nearest training clips of each test clip
+    vote, each with weight ``exp(similarity / temperature)`` for ``cosine`` (DINO's weighted vote), one vote each
+    for ``euclidean``; embeddings standardised with the training rows' statistics first, as for the linear probe.
+    Deterministic: ``seeds`` only name the run."""
+
+    k: int = 10
+    metric: str = "cosine"
+    temperature: float = 0.07
+    seeds: tuple[int, ...] = (42,)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds)[:1] or (42,))
+        if self.k < 1:
+            raise EvarError(f"k must be at least 1, got {self.k}")
+        if self.metric not in KNN_METRICS:
+            raise EvarError(f"kNN metric must be one of {KNN_METRICS}, got {self.metric!r}")
+        if self.temperature <= 0:
+            raise EvarError(f"temperature must be positive, got {self.temperature}")
+
+
+@dataclass(frozen=True)
+class FewShotSettings:
+    """Few-shot probes (MTEB's audio classification): ``shots`` training clips per class drawn ``draws`` times
+    from each round's training split, a ``logistic`` regression (multinomial, L2 with inverse strength ``c``,
+    solved to convergence, scikit-learn's objective) or a ``centroid`` classifier (cosine to the class means of
+    L2-normalised embeddings) fitted on them, scored on the whole test split; a round's score is the mean over
+    draws. Each seed draws its own sets."""
+
+    shots: int = 8
+    draws: int = 10
+    classifier: str = "logistic"
+    c: float = 1.0
+    seeds: tuple[int, ...] = (42,)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        if not self.seeds:
+            raise EvarError("at least one seed is needed")
+        if self.shots < 1 or self.draws < 1:
+            raise EvarError(f"shots and draws must be at least 1, got {self.shots} and {self.draws}")
+        if self.classifier not in FEWSHOT_CLASSIFIERS:
+            raise EvarError(f"few-shot classifier must be one of {FEWSHOT_CLASSIFIERS}, got {self.classifier!r}")
+        if self.c <= 0:
+            raise EvarError(f"c must be positive, got {self.c}")
 
 
 @dataclass(frozen=True)

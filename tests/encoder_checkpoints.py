@@ -167,6 +167,21 @@ def _hub_full_size(name: str, folder: Path) -> tuple[Path, dict]:
     return out, {}
 
 
+def _clap(folder: Path) -> tuple[Path, dict]:
+    """The tiny converted CLAP of the parity fixture (tests/fixtures/clap_tiny) with laion's 512-d joint space,
+    random weights."""
+    import transformers as tf
+
+    out = folder / "clap"
+    fixture = Path(__file__).parent / "fixtures" / "clap_tiny"
+    config = tf.ClapConfig.from_pretrained(fixture)
+    config.projection_dim = config.audio_config.projection_dim = config.text_config.projection_dim = 512
+    torch.manual_seed(SEED)
+    tf.ClapModel(config).save_pretrained(out)
+    tf.ClapFeatureExtractor.from_pretrained(fixture).save_pretrained(out)
+    return out, {}
+
+
 def _wav2clip(folder: Path) -> tuple[Path, dict]:
     path = folder / "Wav2CLIP.pt"
     torch.save(fixture_module("wav2clip_checkpoint").make_official_state_dict(seed=SEED), path)
@@ -186,6 +201,7 @@ WRITERS: dict[str, Callable[[Path], tuple[Path | None, dict]]] = {
     "msm_mae_paper": _msm_mae("80x512p16x16_paper", 5 * 32 + 1),
     "vggish": _vggish(False), "vggish_4k": _vggish(False), "vggish_pca": _vggish(True),
     "wav2clip": _wav2clip, "wav2clip_encoder": _wav2clip,
+    "clap": _clap,
     **{name: _hub(name) for name in HUB_ENCODERS},
 }
 

@@ -43,6 +43,13 @@ def seed_list(text: str) -> list[int]:
     return seeds
 
 
+def size_list(text: str) -> list[int]:
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated positive integers, e.g. 1024,1024")
+    return [int(p) for p in parts]
+
+
 def _number(kind: type, minimum: float, inclusive: bool = True) -> Callable[[str], float]:
     """An argparse type: ``kind`` (int or float) at least ``minimum`` (or above it)."""
     def parse(text: str):

@@ -7,7 +7,7 @@ import glob
 
 from evar.cli.args import (
     NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, add_model_options, device_name, mean_std,
-    model_choice, run_options, seed_list,
+    model_choice, run_options, seed_list, size_list,
 )
 from evar.errors import EvarError
 
@@ -44,9 +44,12 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
 
 def add_probe(sub) -> None:
-    p = sub.add_parser("probe", help="linear evaluation (EVAR protocol); appends to results/scores.csv")
+    p = sub.add_parser("probe", help="evaluate frozen embeddings (linear: EVAR protocol; mlp, knn, fewshot); "
+                       "appends to results/scores.csv")
     add_model_options(p)
     p.add_argument("--task", required=True)
+    p.add_argument("--protocol", choices=["linear", "mlp", "knn", "fewshot"],
+                   help="clip-level tasks: linear (default; EVAR), mlp (EVAR's --hidden), knn (X-ARES), fewshot (MTEB)")
     p.add_argument("--seeds", type=seed_list, help="comma-separated seeds (default 42); EVAR's papers average 42,43,44")
     p.add_argument("--lr", type=POSITIVE_FLOAT, help="default 3e-4 (evar.options.ProbeSettings)")
     p.add_argument("--max-epochs", type=POSITIVE_INT, help="default 200")
@@ -54,6 +57,19 @@ def add_probe(sub) -> None:
     p.add_argument("--linear-mode", choices=["evar", "clean"],
                    help="evar (default): EVAR's classifier and random stream, seed for seed (its two-pass runner); "
                         "clean: each fold and seed seeded on its own, scaler on the training part, argmax of logits")
+    g = p.add_argument_group("mlp")
+    g.add_argument("--hidden", type=size_list, help="hidden layer sizes, e.g. 512 or 1024,1024 (default 512)")
+    g.add_argument("--dropout", type=NON_NEGATIVE_FLOAT, help="after each hidden layer (default 0.5, EVAR's)")
+    g.add_argument("--grid", action="store_true", default=None,
+                   help="pick 1 or 2 hidden layers x lr 1e-3/3e-4/1e-4 on validation per fold and seed")
+    g = p.add_argument_group("knn")
+    g.add_argument("--k", type=POSITIVE_INT, help="neighbours (default 10)")
+    g.add_argument("--metric", choices=["cosine", "euclidean"], help="default cosine (temperature-weighted votes)")
+    g.add_argument("--temperature", type=POSITIVE_FLOAT, help="cosine vote weight exp(sim/T) (default 0.07)")
+    g = p.add_argument_group("fewshot")
+    g.add_argument("--shots", type=POSITIVE_INT, help="training clips per class (default 8)")
+    g.add_argument("--draws", type=POSITIVE_INT, help="training sets drawn per fold and seed (default 10)")
+    g.add_argument("--classifier", choices=["logistic", "centroid"], help="default logistic (L2, C=1)")
     p.add_argument("--loss", choices=["bce", "afl", "soft_f1"],
                    help="event (SED) tasks: frame loss (default bce); afl: asymmetric focal loss, soft_f1: soft F-measure")
     p.add_argument("--afl-gamma", type=float, help="event tasks, afl: focus on active frames (default 0)")
@@ -64,9 +80,12 @@ def add_probe(sub) -> None:
 def cmd_probe(args: argparse.Namespace) -> None:
     from evar.api import probe, probe_layers, probe_settings
 
-    settings = probe_settings(args.task, lr=args.lr, max_epochs=args.max_epochs, patience=args.patience,
-                              seeds=args.seeds, mode=args.linear_mode, loss=args.loss, afl_gamma=args.afl_gamma,
-                              afl_zeta=args.afl_zeta)
+    settings = probe_settings(args.task, args.protocol, lr=args.lr, max_epochs=args.max_epochs,
+                              patience=args.patience, seeds=args.seeds, mode=args.linear_mode, loss=args.loss,
+                              afl_gamma=args.afl_gamma, afl_zeta=args.afl_zeta, hidden=args.hidden,
+                              dropout=args.dropout, grid=args.grid, k=args.k, metric=args.metric,
+                              temperature=args.temperature, shots=args.shots, draws=args.draws,
+                              classifier=args.classifier)
     if args.layers == "all":
         for result in probe_layers(args.task, model_choice(args), settings, run_options(args)):
             print(f"{result.label} ({result.settings['layer_name']}) on {result.task}: {result.metric} "

@@ -156,14 +156,27 @@ class HFEncoder(Encoder):
                 "output_layers": list(self.output_layers), "pooling": self.pooling, **self.source}
 
 
+def model_location(model_id: str) -> str:
+    """Where transformers loads ``model_id`` from: the folder, or the hub id (a missing folder fails here)."""
+    folder = Path(model_id).expanduser()
+    if model_id.startswith(("/", ".", "~")) and not folder.is_dir():  # a path, not a hub id
+        raise EvarError(f"hf:{model_id}: no such folder; give a folder written by save_pretrained")
+    return str(folder) if folder.is_dir() else model_id
+
+
+def source_record(model_id: str, revision: str | None) -> dict[str, Any]:
+    """What a results row records of a loaded model: id (or resolved folder), revision, weight files' sha256."""
+    folder = Path(model_id).expanduser()
+    if folder.is_dir():
+        return {"model_id": str(folder.resolve()), "revision": revision or "", "weights_sha256": weights_digest(folder)}
+    return {"model_id": model_id, "revision": revision or "", "weights_sha256": _hub_digest(model_id, revision)}
+
+
 def load_hf(model_id: str, revision: str | None = None, output: str = "hidden"):
     """(model, feature extractor, source) for a folder or a hub id; one clear line when it cannot be found."""
     from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForCTC, WhisperModel
 
-    folder = Path(model_id).expanduser()
-    if model_id.startswith(("/", ".", "~")) and not folder.is_dir():  # a path, not a hub id
-        raise EvarError(f"hf:{model_id}: no such folder; give a folder written by save_pretrained")
-    where = str(folder) if folder.is_dir() else model_id
+    where = model_location(model_id)
     kwargs = {"revision": revision} if revision else {}
     try:
         config = AutoConfig.from_pretrained(where, **kwargs)
@@ -173,13 +186,14 @@ def load_hf(model_id: str, revision: str | None = None, output: str = "hidden"):
         else:
             model = (AutoModelForCTC if output == "logits" else AutoModel).from_pretrained(where, **kwargs)
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EvarError(f"hf:{model_id}{'@' + revision if revision else ''}: cannot load the model ({first}); give a "
-                        "folder written by save_pretrained (--model hf:FOLDER, or --weights FOLDER with a named "
-                        "encoder), or a hub id on a machine with network access") from exc
-    source = {"model_id": model_id if not folder.is_dir() else str(folder.resolve()), "revision": revision or "",
-              "weights_sha256": weights_digest(folder) if folder.is_dir() else _hub_digest(model_id, revision)}
-    return model, extractor, source
+        raise EvarError(f"hf:{model_id}{'@' + revision if revision else ''}: cannot load the model "
+                        f"({first_line(exc)}); give a folder written by save_pretrained (--model hf:FOLDER, or "
+                        "--weights FOLDER with a named encoder), or a hub id on a machine with network access") from exc
+    return model, extractor, source_record(model_id, revision)
+
+
+def first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _hub_digest(model_id: str, revision: str | None) -> str | None:

@@ -37,6 +37,36 @@ class Rounds:
         raise NotImplementedError
 
 
+class EmbeddingRounds(Rounds):
+    """Rounds of a probe on clip embeddings ``X`` aligned with ``task.meta``: rows without embeddings, and
+    single-label rows whose class is absent from training, are left out of every round."""
+
+    def __init__(self, X: np.ndarray, task) -> None:
+        super().__init__(task)
+        self.X, self.y = X, task.labels()
+        usable = np.isfinite(np.asarray(X)).all(axis=1)
+        if not task.spec.multilabel:
+            unknown = self.y < 0
+            if unknown.any():
+                log.warning("%d row(s) have a label absent from training; they are excluded", int(unknown.sum()))
+            usable &= ~unknown
+        if not usable.all():
+            log.warning("%d row(s) without embeddings are excluded", int((~usable).sum()))
+        self.usable = usable
+
+    def rows(self, round_index: int, train_order: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """The usable training (in ``train_order`` when given), validation (None if the round has none) and
+        test rows of a round."""
+        split = self.splits[round_index]
+        train = split.train[train_order] if train_order is not None else split.train
+        train, test = train[self.usable[train]], split.test[self.usable[split.test]]
+        valid = split.valid[self.usable[split.valid]] if split.valid is not None else None
+        if len(train) == 0 or len(test) == 0:
+            raise EvarError(f"{self.task.name} {split.name}: empty train or test set")
+        return train, valid, test
+
+
 def score_rounds(rounds: Rounds, seeds: Sequence[int], progress: bool = True, only_round: int | None = None
                  ) -> tuple[list[str], list[list[float]]]:
     """Run ``rounds`` for every seed (or the one round ``only_round``): the round names and ``scores[round][seed]``.

@@ -16,9 +16,8 @@ from evar.errors import EvarError
 from evar.metrics.classification import mean_average_precision
 from evar.protocols.evar_stream import init_linear, loader_iteration, task_pass1_orders
 from evar.protocols.splits import EVAR_HOLDOUT, HoldoutRule, holdout
-from evar.log import log
-from evar.options import LINEAR_MODES, LinearSettings
-from evar.protocols.base import Rounds, score_rounds
+from evar.options import LINEAR_MODES, LinearSettings, MlpSettings
+from evar.protocols.base import EmbeddingRounds, score_rounds
 
 
 def seed_everything(seed: int) -> None:
@@ -27,6 +26,9 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
 
+
+#: learning rates of the MLP grid (with one or two hidden layers)
+MLP_GRID_LRS = (1e-3, 3e-4, 1e-4)
 
 #: rows x dimension below which a fit uses one thread (thread start-up costs more than it saves)
 SMALL_PROBE = 2_000_000
@@ -78,8 +80,40 @@ class ProbeStream:
         self.numpy = np.random.RandomState(seed)
 
 
+class StreamDropout(nn.Module):
+    """Dropout whose masks come from ``generator`` (None: torch's global one), drawn as ``nn.Dropout`` draws them."""
+
+    def __init__(self, p: float, generator: torch.Generator | None) -> None:
+        super().__init__()
+        self.p, self.generator = p, generator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        on = self.generator.device if self.generator is not None else x.device  # a CPU stream draws on the CPU
+        keep = torch.empty(x.shape, dtype=x.dtype, device=on).bernoulli_(1 - self.p, generator=self.generator)
+        return x * keep.to(x.device) / (1 - self.p)
+
+
+def classifier_head(dim: int, n_classes: int, hidden: tuple[int, ...], dropout: float,
+                    generator: torch.Generator | None) -> nn.Module:
+    """EVAR's classifier (TorchMLPClassifier2's MLP): Linear → ReLU → Dropout per hidden layer, then Linear; with
+    ``generator``, each Linear initialised from it in order and the dropout masks drawn from it."""
+    sizes = [dim, *hidden, n_classes]
+    layers: list[nn.Module] = []
+    for index, (size_in, size_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        linear = nn.Linear(size_in, size_out)
+        if generator is not None:
+            init_linear(linear, generator)
+        layers.append(linear)
+        if index < len(hidden):
+            layers += [nn.ReLU(), StreamDropout(dropout, generator)]
+    return layers[0] if len(layers) == 1 else nn.Sequential(*layers)
+
+
 class LinearProbe:
-    """scikit-learn-style linear probe with EVAR's settings (TorchMLPClassifier2 without hidden layers).
+    """scikit-learn-style linear probe with EVAR's settings (TorchMLPClassifier2; ``hidden`` sizes make it EVAR's
+    MLP, whose hidden layers end in ReLU and Dropout(``dropout``)).
 
     ``fit`` standardises the embeddings, trains ``nn.Linear`` with Adam (minibatches of ``min(batch_size, n)``)
     and stops when validation accuracy (mAP for multi-label) has not improved for ``patience`` epochs, restoring
@@ -98,13 +132,15 @@ class LinearProbe:
 
     def __init__(self, lr: float = 3e-4, max_epochs: int = 200, patience: int = 20, batch_size: int = 200,
                  weight_decay: float = 1e-8, valid_fraction: float = 0.1, multilabel: bool = False,
-                 seed: int = 42, device: str = "cpu", n_classes: int | None = None, mode: str = "evar") -> None:
+                 seed: int = 42, device: str = "cpu", n_classes: int | None = None, mode: str = "evar",
+                 hidden: tuple[int, ...] = (), dropout: float = 0.5) -> None:
         if mode not in LINEAR_MODES:
             raise EvarError(f"linear mode must be one of {LINEAR_MODES}, got {mode!r}")
         self.n_classes = n_classes
         self.lr, self.max_epochs, self.patience, self.batch_size = lr, max_epochs, patience, batch_size
         self.weight_decay, self.valid_fraction, self.multilabel = weight_decay, valid_fraction, multilabel
         self.seed, self.device, self.mode = seed, device, mode
+        self.hidden, self.dropout = tuple(hidden), dropout
 
     def _predictions(self, logits: torch.Tensor) -> torch.Tensor:
         """What the score ranks: EVAR ranks ``sigmoid(logits)`` (float32 ties included), the clean mode the logits."""
@@ -167,9 +203,8 @@ class LinearProbe:
         Xt, Xv = self._standardise(X).to(dev), self._standardise(X_valid).to(dev)
         label_dtype = torch.float32 if self.multilabel else torch.long
         yt, yv = torch.as_tensor(y, dtype=label_dtype, device=dev), torch.as_tensor(y_valid, dtype=label_dtype, device=dev)
-        self.model_ = nn.Linear(X.shape[1], self.n_classes_).to(dev)
-        if stream is not None:
-            init_linear(self.model_, stream.torch)
+        self.model_ = classifier_head(X.shape[1], self.n_classes_, self.hidden, self.dropout,
+                                      stream.torch if stream is not None else None).to(dev)
         optimiser = torch.optim.Adam(self.model_.parameters(), lr=self.lr, betas=(0.9, 0.999), eps=1e-8,
                                      weight_decay=self.weight_decay)
         self.batch_ = min(self.batch_size, n_before_holdout if stream is not None else len(Xt))
@@ -257,48 +292,49 @@ def evar_row_orders(task, init_words: int | None, needs_stats: bool, seed: int =
     return task_pass1_orders(task, init_words, seed, stats=needs_stats).train_orders
 
 
-class LinearRounds(Rounds):
-    """The linear probe's rounds on embeddings ``X`` aligned with ``task.meta``.
+class LinearRounds(EmbeddingRounds):
+    """The linear (or MLP) probe's rounds on embeddings ``X`` aligned with ``task.meta``.
 
     In ``evar`` mode each seed is one EVAR run: its generators pass from round to round (``chained``), and each
     round's training rows are taken in ``row_orders`` (EVAR's row order, :func:`evar_row_orders`) when given.
-    Rows without embeddings, and single-label rows whose class is absent from training, are left out.
+    An :class:`~evar.options.MlpSettings` grid fits each candidate and keeps the best on validation.
     """
 
     def __init__(self, X: np.ndarray, task, settings: LinearSettings, device: str = "cpu",
                  row_orders: list[np.ndarray] | None = None) -> None:
-        super().__init__(task)
-        self.X, self.settings, self.device, self.row_orders = X, settings, device, row_orders
+        super().__init__(X, task)
+        self.settings, self.device, self.row_orders = settings, device, row_orders
         self.chained = settings.mode == "evar"
-        self.y = task.labels()
-        usable = np.isfinite(np.asarray(X)).all(axis=1)
-        if not task.spec.multilabel:
-            unknown = self.y < 0
-            if unknown.any():
-                log.warning("%d row(s) have a label absent from training; they are excluded", int(unknown.sum()))
-            usable &= ~unknown
-        if not usable.all():
-            log.warning("%d row(s) without embeddings are excluded", int((~usable).sum()))
-        self.usable = usable
+        self.verb = "mlp" if isinstance(settings, MlpSettings) else "probe"
         self.streams: dict[int, ProbeStream] = {}
+        self.chosen: dict[tuple[int, int], dict] = {}  # grid: (round, seed) → the candidate kept
 
-    def _pick(self, rows: np.ndarray | None) -> np.ndarray | None:
-        return rows[self.usable[rows]] if rows is not None else None
+    def candidates(self) -> list[dict]:
+        """The probe's keyword arguments: one set, or each point of the MLP grid."""
+        kwargs = self.settings.probe_kwargs()
+        if not getattr(self.settings, "grid", False):
+            return [kwargs]
+        width = self.settings.hidden[0]
+        return [{**kwargs, "hidden": hidden, "lr": lr} for hidden in ((width,), (width, width))
+                for lr in MLP_GRID_LRS]
 
     def fit_score(self, round_index: int, seed: int) -> float:
-        split = self.splits[round_index]
         if self.chained and (round_index == 0 or seed not in self.streams):
             self.streams[seed] = ProbeStream(seed)
-        ordered = split.train[self.row_orders[round_index]] if self.row_orders is not None else split.train
-        train, valid, test = self._pick(ordered), self._pick(split.valid), self._pick(split.test)
-        if len(train) == 0 or len(test) == 0:
-            raise EvarError(f"{self.task.name} {split.name}: empty train or test set")
+        order = self.row_orders[round_index] if self.row_orders is not None else None
+        train, valid, test = self.rows(round_index, order)
         X, y = self.X, self.y
-        probe = LinearProbe(multilabel=self.task.spec.multilabel, seed=seed, n_classes=len(self.task.classes),
-                            device=self.device, **self.settings.probe_kwargs())
-        probe.fit(X[train], y[train], X[valid] if valid is not None else None,
-                  y[valid] if valid is not None else None, stream=self.streams.get(seed))
-        return probe.score(X[test], y[test])
+        best = None
+        for kwargs in self.candidates():
+            probe = LinearProbe(multilabel=self.task.spec.multilabel, seed=seed, n_classes=len(self.task.classes),
+                                device=self.device, **kwargs)
+            probe.fit(X[train], y[train], X[valid] if valid is not None else None,
+                      y[valid] if valid is not None else None, stream=self.streams.get(seed))
+            if best is None or probe.best_valid_ > best[0].best_valid_:
+                best = (probe, kwargs)
+        if len(self.candidates()) > 1:
+            self.chosen[(round_index, seed)] = {"hidden": list(best[1]["hidden"]), "lr": best[1]["lr"]}
+        return best[0].score(X[test], y[test])
 
 
 def evaluate_embeddings(X: np.ndarray, task, settings: LinearSettings = LinearSettings(), device: str = "cpu",

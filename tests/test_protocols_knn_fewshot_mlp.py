@@ -1,0 +1,190 @@
+"""kNN, few-shot and MLP probes: checked against scikit-learn and hand computations on the same inputs, and run
+end to end through `evar probe --protocol`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from evar.cli import main
+from evar.options import FewShotSettings, KnnSettings, MlpSettings
+from evar.protocols.base import score_rounds
+from evar.protocols.fewshot import FewShotRounds, draw_shots, fit_logistic
+from evar.protocols.knn import KnnRounds, knn_votes
+from evar.protocols.linear import LinearProbe, LinearRounds, ProbeStream, classifier_head
+from evar.synth.trees import make_esc50_tree
+from evar.tasks.base import Task, TaskSpec
+
+sklearn = pytest.importorskip("sklearn")
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn.neighbors import KNeighborsClassifier  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+
+
+def blob_task(n: int = 240, dim: int = 12, classes: int = 4, folds: int = 3, seed: int = 0, spread: float = 2.5,
+              multilabel: bool = False) -> tuple[Task, np.ndarray]:
+    """A CV task of ``folds`` folds over Gaussian blobs, and its embeddings (rows aligned with the metadata)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 2, (classes, dim))
+    y = np.arange(n) % classes
+    X = (centres[y] + spread * rng.normal(size=(n, dim)) * rng.uniform(0.5, 3, dim) + 5).astype(np.float32)
+    labels = [f"c{c}" for c in y]
+    if multilabel:
+        labels = [f"c{c},c{(c + 1) % classes}" if i % 3 == 0 else f"c{c}" for i, c in enumerate(y)]
+    meta = pd.DataFrame({"file": [f"{i}.wav" for i in range(n)], "label": labels, "fold": rng.permutation(n) % folds + 1})
+    spec = TaskSpec("blobs", unit_sec=1.0, n_classes=classes, folds=folds, multilabel=multilabel)
+    return Task(spec, Path("."), meta), X
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_knn_matches_scikit_learn(metric: str) -> None:
+    task, X = blob_task()
+    settings = KnnSettings(k=7, metric=metric, temperature=0.07)
+    rounds = KnnRounds(X, task, settings)
+    y = task.labels()
+    for index, split in enumerate(task.splits()):
+        scaler = StandardScaler().fit(X[split.train])
+        if metric == "cosine":  # X-ARES/DINO's vote: exp(cosine similarity / T), cosine distance = 1 - similarity
+            knn = KNeighborsClassifier(7, metric="cosine", algorithm="brute", weights=lambda d: np.exp((1 - d) / 0.07))
+        else:
+            knn = KNeighborsClassifier(7, algorithm="brute")
+        knn.fit(scaler.transform(X[split.train]), y[split.train])
+        expected = knn.score(scaler.transform(X[split.test]), y[split.test])
+        assert rounds.fit_score(index, 42) == pytest.approx(expected, abs=1e-12)
+        if metric == "cosine":  # the votes themselves, normalised, are scikit-learn's class probabilities
+            targets = np.eye(4, dtype=np.float32)[y[split.train]]
+            votes = knn_votes(scaler.transform(X[split.train]), targets, scaler.transform(X[split.test]), settings)
+            np.testing.assert_allclose(votes / votes.sum(1, keepdims=True),
+                                       knn.predict_proba(scaler.transform(X[split.test])), atol=2e-5)
+
+
+def test_knn_votes_by_hand_and_multilabel_map() -> None:
+    train = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]], np.float32)
+    targets = np.array([[1, 0], [1, 1], [0, 1]], np.float32)
+    votes = knn_votes(train, targets, np.array([[1.0, 0.05]], np.float32), KnnSettings(k=2, temperature=0.5))
+    q = np.array([1.0, 0.05]) / np.linalg.norm([1.0, 0.05])
+    s = [q @ (t / np.linalg.norm(t)) for t in train[:2]]  # the two nearest: rows 0 and 1
+    np.testing.assert_allclose(votes[0], [np.exp(s[0] / 0.5) + np.exp(s[1] / 0.5), np.exp(s[1] / 0.5)], rtol=1e-5)
+    task, X = blob_task(multilabel=True)
+    names, scores = score_rounds(KnnRounds(X, task, KnnSettings()), (42,), progress=False)
+    assert names == ["fold1", "fold2", "fold3"] and all(0.3 < s[0] <= 1 for s in scores)
+
+
+def test_fewshot_draws_are_balanced_and_seeded() -> None:
+    labels = np.array([0] * 20 + [1] * 5 + [2] * 30)
+    rows = draw_shots(labels, 8, np.random.default_rng(0))
+    assert np.bincount(labels[rows]).tolist() == [8, 5, 8] and len(set(rows)) == len(rows)
+    np.testing.assert_array_equal(rows, draw_shots(labels, 8, np.random.default_rng(0)))
+    task, X = blob_task()
+    rounds = FewShotRounds(X, task, FewShotSettings(shots=3, draws=4))
+    train = next(task.splits()).train
+    a, b = rounds.draws(train, 0, 42), rounds.draws(train, 0, 43)
+    assert len(a) == 4 and all(np.bincount(task.labels()[d]).tolist() == [3, 3, 3, 3] for d in a)
+    assert not all(np.array_equal(x, y) for x, y in zip(a, b))  # another seed, other draws
+
+
+@pytest.mark.parametrize("dim", [6, 40])  # 40 > rows: solved in the span of the rows
+def test_batched_logistic_regression_is_scikit_learns(dim: int) -> None:
+    rng = np.random.default_rng(1)
+    problems = [(rng.normal(size=(n, dim)) + np.repeat(rng.normal(0, 2, (3, dim)), n // 3, axis=0),
+                 np.repeat(np.arange(3), n // 3)) for n in (24, 18)]
+    X = torch.zeros(2, 24, dim, dtype=torch.float64)
+    y = torch.zeros(2, 24, dtype=torch.long)
+    mask = torch.zeros(2, 24)
+    for d, (Xd, yd) in enumerate(problems):
+        X[d, :len(Xd)], y[d, :len(yd)], mask[d, :len(yd)] = torch.from_numpy(Xd), torch.from_numpy(yd), 1
+    weights = fit_logistic(X, y, 3, c=0.5, mask=mask).numpy()
+    for d, (Xd, yd) in enumerate(problems):
+        ref = LogisticRegression(C=0.5, tol=1e-12, max_iter=100_000).fit(Xd, yd)
+        # the softmax is invariant to a shift shared by the classes: compare centred weights (float32 solve)
+        ours_w, ours_b = weights[d, :dim], weights[d, dim]
+        np.testing.assert_allclose(ours_w - ours_w.mean(1, keepdims=True), ref.coef_.T - ref.coef_.T.mean(1, keepdims=True),
+                                   atol=1e-4)
+        np.testing.assert_allclose(ours_b - ours_b.mean(), ref.intercept_ - ref.intercept_.mean(), rtol=1e-4, atol=1e-4)
+
+
+def test_fewshot_scores_equal_per_draw_scikit_learn_and_centroid_by_hand() -> None:
+    task, X = blob_task(dim=8)
+    settings = FewShotSettings(shots=5, draws=3)
+    rounds = FewShotRounds(X, task, settings)
+    y = task.labels()
+    split = next(task.splits())
+    score = rounds.fit_score(0, 7)
+    expected = [LogisticRegression(C=1.0, tol=1e-12, max_iter=100_000).fit(X[rows], y[rows]).score(X[split.test], y[split.test])
+                for rows in rounds.draws(split.train, 0, 7)]
+    np.testing.assert_allclose(rounds.draw_scores[(0, 7)], expected, atol=1e-12)
+    assert score == pytest.approx(np.mean(expected))
+    centroid = FewShotRounds(X, task, FewShotSettings(shots=5, draws=2, classifier="centroid"))
+    centroid.fit_score(0, 7)
+    for rows, got in zip(centroid.draws(split.train, 0, 7), centroid.draw_scores[(0, 7)]):
+        unit = X[rows] / np.linalg.norm(X[rows], axis=1, keepdims=True)
+        means = np.stack([unit[y[rows] == c].mean(0) for c in range(4)])
+        assert got == pytest.approx(np.mean((X[split.test] @ means.T / np.linalg.norm(means, axis=1)).argmax(1)
+                                            == y[split.test]))
+
+
+def test_mlp_head_is_evars_and_its_dropout_draws_from_the_stream() -> None:
+    head = classifier_head(10, 3, (8, 6), 0.5, None)
+    kinds = [type(m).__name__ for m in head]
+    assert kinds == ["Linear", "ReLU", "StreamDropout", "Linear", "ReLU", "StreamDropout", "Linear"]
+    x = torch.randn(5, 8)
+    g = torch.Generator()
+    dropout = classifier_head(8, 3, (8,), 0.5, g)[2].train()
+    g.manual_seed(3)  # after the layers' initialisation drew from it
+    torch.manual_seed(3)
+    np.testing.assert_array_equal(dropout(x).numpy(), torch.nn.functional.dropout(x, 0.5, training=True).numpy())
+    # with a stream, the layers are initialised from it in order, as EVAR's MLP built under its seed
+    g = torch.Generator().manual_seed(0)
+    streamed = classifier_head(10, 3, (8,), 0.5, g)
+    torch.manual_seed(0)
+    reference = [torch.nn.Linear(10, 8), torch.nn.Linear(8, 3)]
+    for ours, theirs in zip([streamed[0], streamed[3]], reference):
+        torch.testing.assert_close(ours.weight, theirs.weight, rtol=0, atol=0)
+        torch.testing.assert_close(ours.bias, theirs.bias, rtol=0, atol=0)
+
+
+def test_mlp_probe_learns_and_the_grid_keeps_the_best_on_validation() -> None:
+    task, X = blob_task(n=300, classes=3, spread=1.0)
+    stream_a, stream_b = ProbeStream(42), ProbeStream(42)
+    split = next(task.splits())
+    y = task.labels()
+    a = LinearProbe(hidden=(16,), lr=1e-2, max_epochs=40).fit(X[split.train], y[split.train], stream=stream_a)
+    b = LinearProbe(hidden=(16,), lr=1e-2, max_epochs=40).fit(X[split.train], y[split.train], stream=stream_b)
+    np.testing.assert_array_equal(a.decision_function(X[split.test]), b.decision_function(X[split.test]))
+    assert a.score(X[split.test], y[split.test]) > 0.8
+    settings = MlpSettings(hidden=(16,), grid=True, max_epochs=15, patience=5)
+    assert settings.mode == "clean"  # a grid seeds each fit on its own
+    rounds = LinearRounds(X, task, settings)
+    assert len(rounds.candidates()) == 6
+    rounds.fit_score(0, 42)
+    kept = rounds.chosen[(0, 42)]
+    train, valid, _ = rounds.rows(0)
+    fits = {}
+    for kwargs in rounds.candidates():
+        probe = LinearProbe(seed=42, n_classes=3, **kwargs).fit(X[train], y[train])
+        fits[(tuple(kwargs["hidden"]), kwargs["lr"])] = probe.best_valid_
+    assert fits[(tuple(kept["hidden"]), kept["lr"])] == max(fits.values())
+
+
+def test_probe_protocols_from_the_command_line(tmp_path: Path, evar_dirs: Path, capsys: pytest.CaptureFixture) -> None:
+    root = make_esc50_tree(tmp_path / "ESC-50-master", n_classes=3, clips_per_class_per_fold=2, sample_rate=16000,
+                           seconds=1.0)
+    assert main(["prepare", "esc50", "--root", str(root)]) == 0
+    base = ["probe", "--task", "esc50", "--model", "melspec"]
+    assert main([*base, "--protocol", "knn", "--k", "3"]) == 0
+    assert main([*base, "--protocol", "fewshot", "--shots", "2", "--draws", "3", "--seeds", "1,2"]) == 0
+    assert main([*base, "--protocol", "mlp", "--hidden", "32", "--max-epochs", "5"]) == 0
+    rows = pd.read_csv(evar_dirs / "results" / "scores.csv")
+    assert rows["protocol"].tolist() == ["knn", "fewshot", "mlp"] and (rows["n_folds"] == 5).all()
+    settings = [__import__("json").loads(s) for s in rows["settings"]]
+    assert settings[0]["k"] == 3 and settings[0]["metric"] == "cosine" and settings[0]["temperature"] == 0.07
+    assert settings[1]["shots"] == 2 and np.shape(settings[1]["draw_scores"]) == (5, 2, 3)
+    assert settings[2]["hidden"] == [32] and settings[2]["dropout"] == 0.5
+    assert main(["leaderboard", "--protocol", "knn"]) == 0
+    assert "| melspec |" in capsys.readouterr().out
+    assert main([*base, "--protocol", "knn", "--shots", "2"]) == 2  # an option of another protocol
+    assert "--shots do(es) not apply to the knn probe" in capsys.readouterr().err
