@@ -20,7 +20,7 @@ from evar.errors import EvarError
 from evar.io import atomic_write_text
 from evar.log import log
 from evar.options import (
-    FewShotSettings, KnnSettings, LinearSettings, MlpSettings, ModelChoice, RunOptions, SedSettings,
+    FewShotSettings, KnnSettings, LinearSettings, MlpSettings, ModelChoice, RunOptions, SedSettings, ZeroShotSettings,
 )
 from evar.protocols.base import Result, layer_names, record as record_result, weights_field
 from evar.results.store import check_writable
@@ -71,7 +71,8 @@ def embed_files_to(out: str | Path, model: str | ModelChoice, files: Sequence[st
 
 
 #: the probes of clip-level tasks on cached embeddings: ``--protocol`` name → settings class
-CLIP_PROTOCOLS = {"linear": LinearSettings, "mlp": MlpSettings, "knn": KnnSettings, "fewshot": FewShotSettings}
+CLIP_PROTOCOLS = {"linear": LinearSettings, "mlp": MlpSettings, "knn": KnnSettings, "fewshot": FewShotSettings,
+                  "zeroshot": ZeroShotSettings}
 
 
 def protocol_name(settings: Any) -> str:
@@ -111,8 +112,8 @@ def probe(task: str, model: str | ModelChoice, settings: Any = None,
 
     Clip-level tasks, by the class of ``settings``: EVAR's linear evaluation (:class:`LinearSettings`,
     :class:`evar.protocols.linear.LinearProbe`; ``mode="evar"`` reproduces EVAR's classifier and random stream seed
-    for seed), its MLP (:class:`MlpSettings`), kNN (:class:`KnnSettings`) or few-shot (:class:`FewShotSettings`),
-    all on the one embedding cache. Event (SED) tasks: the frame-level probe of :func:`evar.protocols.sed.probe_sed`.
+    for seed), its MLP (:class:`MlpSettings`), kNN (:class:`KnnSettings`), few-shot (:class:`FewShotSettings`) or zero-shot
+    (:class:`ZeroShotSettings`, encoders with a text tower), all on the one embedding cache. Event (SED) tasks: the frame-level probe of :func:`evar.protocols.sed.probe_sed`.
     ``settings`` None takes the linear protocol's defaults.
     """
     model = ModelChoice.of(model)
@@ -194,10 +195,17 @@ def _clip_rounds(X: np.ndarray, task: Task, encoder: Encoder, settings: Any, run
         if chosen:
             recorded["grid_chosen"] = [[chosen[(r, seed)] for seed in settings.seeds] for r in range(len(names))]
         return names, scores, recorded
-    rounds = (KnnRounds if isinstance(settings, KnnSettings) else FewShotRounds)(X, task, settings)
-    names, scores = score_rounds(rounds, settings.seeds, run.progress)
     recorded = {**{k: v for k, v in asdict(settings).items() if k != "seeds"}, "unit_sec": task.spec.unit_sec,
                 "encoder": encoder.config(), "device": run.device, "skipped_files": sorted(skipped)}
+    if isinstance(settings, ZeroShotSettings):
+        from evar.protocols.zeroshot import ZeroShotRounds, caption_embeddings
+
+        captions, text = caption_embeddings(encoder, task, settings)
+        rounds = ZeroShotRounds(X, task, text)
+        recorded["captions"] = captions
+    else:
+        rounds = (KnnRounds if isinstance(settings, KnnSettings) else FewShotRounds)(X, task, settings)
+    names, scores = score_rounds(rounds, settings.seeds, run.progress)
     if isinstance(rounds, FewShotRounds):
         recorded["draw_scores"] = [[rounds.draw_scores[(r, seed)] for seed in settings.seeds]
                                    for r in range(len(names))]

@@ -184,6 +184,20 @@ class FewShotSettings:
 
 
 @dataclass(frozen=True)
+class ZeroShotSettings:
+    """Zero-shot classification (:mod:`evar.protocols.zeroshot`): each class's caption is ``template`` filled with
+    EVAR's class description; deterministic (``seeds`` only name the run)."""
+
+    template: str = "{} can be heard"
+    seeds: tuple[int, ...] = (42,)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds)[:1] or (42,))
+        if self.template.count("{}") != 1:
+            raise EvarError(f"the caption template needs one {{}} for the class, got {self.template!r}")
+
+
+@dataclass(frozen=True)
 class SedSettings(ProbeSettings):
     """The frame-level SED probe (:mod:`evar.protocols.sed`): ``loss`` bce, afl (asymmetric focal loss with
     ``afl_gamma``/``afl_zeta``) or soft_f1; ``valid_fraction`` of the training clips validate when the task

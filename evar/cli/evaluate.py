@@ -48,8 +48,9 @@ def add_probe(sub) -> None:
                        "appends to results/scores.csv")
     add_model_options(p)
     p.add_argument("--task", required=True)
-    p.add_argument("--protocol", choices=["linear", "mlp", "knn", "fewshot"],
-                   help="clip-level tasks: linear (default; EVAR), mlp (EVAR's --hidden), knn (X-ARES), fewshot (MTEB)")
+    p.add_argument("--protocol", choices=["linear", "mlp", "knn", "fewshot", "zeroshot"],
+                   help="clip-level tasks: linear (default; EVAR), mlp (EVAR's --hidden), knn (X-ARES), fewshot (MTEB), "
+                        "zeroshot (EVAR's captions through a text tower: clap)")
     p.add_argument("--seeds", type=seed_list, help="comma-separated seeds (default 42); EVAR's papers average 42,43,44")
     p.add_argument("--lr", type=POSITIVE_FLOAT, help="default 3e-4 (evar.options.ProbeSettings)")
     p.add_argument("--max-epochs", type=POSITIVE_INT, help="default 200")
@@ -70,6 +71,7 @@ def add_probe(sub) -> None:
     g.add_argument("--shots", type=POSITIVE_INT, help="training clips per class (default 8)")
     g.add_argument("--draws", type=POSITIVE_INT, help="training sets drawn per fold and seed (default 10)")
     g.add_argument("--classifier", choices=["logistic", "centroid"], help="default logistic (L2, C=1)")
+    p.add_argument("--template", help="zeroshot: caption template with {} for the class (default '{} can be heard')")
     p.add_argument("--loss", choices=["bce", "afl", "soft_f1"],
                    help="event (SED) tasks: frame loss (default bce); afl: asymmetric focal loss, soft_f1: soft F-measure")
     p.add_argument("--afl-gamma", type=float, help="event tasks, afl: focus on active frames (default 0)")
@@ -85,7 +87,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
                               afl_gamma=args.afl_gamma, afl_zeta=args.afl_zeta, hidden=args.hidden,
                               dropout=args.dropout, grid=args.grid, k=args.k, metric=args.metric,
                               temperature=args.temperature, shots=args.shots, draws=args.draws,
-                              classifier=args.classifier)
+                              classifier=args.classifier, template=args.template)
     if args.layers == "all":
         for result in probe_layers(args.task, model_choice(args), settings, run_options(args)):
             print(f"{result.label} ({result.settings['layer_name']}) on {result.task}: {result.metric} "

@@ -1,0 +1,51 @@
+"""Time the parameter-free probes on cached embeddings of an ESC-50-sized task (2,000 clips, 50 classes, 5 folds).
+
+    python benchmarks/protocols.py [--dims 512,2048]
+
+Embeddings are Gaussian class blobs (speed does not depend on their values); each protocol runs through
+``score_rounds`` as ``evar probe --protocol`` does after the cache. Target (issue 19): under 2 s each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from evar.options import FewShotSettings, KnnSettings
+from evar.protocols.base import score_rounds
+from evar.protocols.fewshot import FewShotRounds
+from evar.protocols.knn import KnnRounds
+from evar.tasks.base import Task, TaskSpec
+
+
+def esc50_like(dim: int, seed: int = 0) -> tuple[Task, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    n, classes = 2000, 50
+    y = np.arange(n) % classes
+    X = (rng.normal(size=(classes, dim))[y] + rng.normal(size=(n, dim))).astype(np.float32)
+    meta = pd.DataFrame({"file": [f"{i}.wav" for i in range(n)], "label": [f"c{c}" for c in y],
+                         "fold": rng.permutation(n) % 5 + 1})
+    return Task(TaskSpec("esc50_like", 5.0, classes, folds=5), Path("."), meta), X
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dims", default="512,2048")
+    args = parser.parse_args()
+    print("| protocol | dim | seconds |\n|---|---|---|")
+    for dim in (int(d) for d in args.dims.split(",")):
+        task, X = esc50_like(dim)
+        for name, rounds in (("knn (k 10, cosine)", KnnRounds(X, task, KnnSettings())),
+                             ("fewshot logistic (8 x 10)", FewShotRounds(X, task, FewShotSettings())),
+                             ("fewshot centroid (8 x 10)", FewShotRounds(X, task, FewShotSettings(classifier="centroid")))):
+            start = time.perf_counter()
+            score_rounds(rounds, (42,), progress=False)
+            print(f"| {name} | {dim} | {time.perf_counter() - start:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
