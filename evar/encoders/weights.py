@@ -129,24 +129,13 @@ def weights_status(spec: WeightFile) -> str:
     return "cached" if (weights_cache_dir() / spec.filename).is_file() else "not downloaded"
 
 
-def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a checkpoint safely (safetensors, or ``torch.load(weights_only=True)``).
-
-    Unwraps the common containers (``state_dict``, ``model``) so callers get a flat mapping.
-    """
+def load_checkpoint(path: str | Path):
+    """Read a ``torch.save`` file safely (``weights_only=True``: tensors and plain containers only)."""
     path = Path(path)
     if not path.is_file():
         raise EvarError(f"{path}: checkpoint file not found")
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError) as exc:
-            raise EvarError(f"{path}: cannot load as safetensors ({exc}); is the file complete?") from exc
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc)) or re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(exc))
         what = f"it would import {found.group(1)}" if found and "GLOBAL" in found.group(0) else \
@@ -157,6 +146,23 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EvarError(f"{path}: cannot load as a safe checkpoint ({first})") from exc
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load a checkpoint safely (safetensors, or :func:`load_checkpoint`).
+
+    Unwraps the common containers (``state_dict``, ``model``) so callers get a flat mapping.
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors" and path.is_file():
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as exc:
+            raise EvarError(f"{path}: cannot load as safetensors ({exc}); is the file complete?") from exc
+    obj = load_checkpoint(path)
     for container in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(container), dict):
             obj = obj[container]

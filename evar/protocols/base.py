@@ -53,6 +53,25 @@ class EmbeddingRounds(Rounds):
         if not usable.all():
             log.warning("%d row(s) without embeddings are excluded", int((~usable).sum()))
         self.usable = usable
+        #: single-label predictions per (round, seed): (test rows, predicted classes), for the confusion matrix
+        self.predictions: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def keep_predictions(self, round_index: int, seed: int, test: np.ndarray, predicted: np.ndarray) -> None:
+        if not self.task.spec.multilabel:
+            self.predictions[(round_index, seed)] = (np.asarray(test), np.asarray(predicted))
+
+    def class_results(self) -> dict[str, Any]:
+        """Class-wise accuracy and the confusion matrix (rows: true class) over every round and seed kept."""
+        from evar.metrics.classification import class_accuracies, confusion_matrix
+
+        if not self.predictions:
+            return {}
+        n = len(self.task.classes)
+        confusion = sum(confusion_matrix(self.y[rows], predicted, n) for rows, predicted in self.predictions.values())
+        accuracy = class_accuracies(confusion)
+        return {"class_accuracy": {c: (None if np.isnan(a) else round(float(a), 6))
+                                   for c, a in zip(self.task.classes, accuracy)},
+                "confusion": confusion.tolist()}
 
     def rows(self, round_index: int, train_order: np.ndarray | None = None
              ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:

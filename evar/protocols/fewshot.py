@@ -86,7 +86,7 @@ class FewShotRounds(EmbeddingRounds):
         n_classes = len(self.task.classes)
         X_test, y_test = self.X[test].astype(np.float64), self.y[test]
         if self.settings.classifier == "centroid":
-            scores = [self._centroid_accuracy(rows, X_test, y_test, n_classes) for rows in sets]
+            predictions = np.stack([self._centroid_predictions(rows, X_test, n_classes) for rows in sets])
         else:
             size = max(len(rows) for rows in sets)
             X = torch.zeros(len(sets), size, self.X.shape[1], dtype=torch.float64)
@@ -99,11 +99,12 @@ class FewShotRounds(EmbeddingRounds):
             weights = fit_logistic(X, y, n_classes, self.settings.c, mask)
             design = torch.cat([torch.from_numpy(X_test), torch.ones(len(X_test), 1, dtype=torch.float64)], dim=1)
             predictions = torch.einsum("nd,bdc->bnc", design, weights).argmax(dim=2).numpy()
-            scores = [float(np.mean(p == y_test)) for p in predictions]
+        scores = [float(np.mean(p == y_test)) for p in predictions]
+        self.keep_predictions(round_index, seed, np.tile(test, len(sets)), predictions.reshape(-1))  # every draw
         self.draw_scores[(round_index, seed)] = scores
         return float(np.mean(scores))
 
-    def _centroid_accuracy(self, rows: np.ndarray, X_test: np.ndarray, y_test: np.ndarray, n_classes: int) -> float:
+    def _centroid_predictions(self, rows: np.ndarray, X_test: np.ndarray, n_classes: int) -> np.ndarray:
         support = self.X[rows].astype(np.float64)
         support /= np.maximum(np.linalg.norm(support, axis=1, keepdims=True), 1e-12)
         centroids = np.full((n_classes, support.shape[1]), np.nan)
@@ -111,4 +112,4 @@ class FewShotRounds(EmbeddingRounds):
             centroids[c] = support[self.y[rows] == c].mean(axis=0)
         centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
         similarity = np.nan_to_num(X_test @ centroids.T, nan=-np.inf)  # classes without shots never win
-        return float(np.mean(similarity.argmax(axis=1) == y_test))
+        return similarity.argmax(axis=1)

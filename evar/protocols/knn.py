@@ -64,4 +64,5 @@ class KnnRounds(EmbeddingRounds):
         votes = knn_votes((self.X[train] - mean) / scale, targets, (self.X[test] - mean) / scale, self.settings)
         if self.task.spec.multilabel:
             return mean_average_precision(self.y[test], votes)
+        self.keep_predictions(round_index, seed, test, votes.argmax(axis=1))
         return float(np.mean(votes.argmax(axis=1) == self.y[test]))

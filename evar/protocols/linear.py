@@ -334,7 +334,12 @@ class LinearRounds(EmbeddingRounds):
                 best = (probe, kwargs)
         if len(self.candidates()) > 1:
             self.chosen[(round_index, seed)] = {"hidden": list(best[1]["hidden"]), "lr": best[1]["lr"]}
-        return best[0].score(X[test], y[test])
+        probe = best[0]
+        logits = torch.from_numpy(probe.decision_function(X[test]))  # one evaluation pass (one stream draw)
+        label_dtype = torch.float32 if self.task.spec.multilabel else torch.long
+        if not self.task.spec.multilabel:
+            self.keep_predictions(round_index, seed, test, probe._predictions(logits).argmax(dim=1).numpy())
+        return probe._score(logits, torch.as_tensor(np.asarray(y[test]), dtype=label_dtype))
 
 
 def evaluate_embeddings(X: np.ndarray, task, settings: LinearSettings = LinearSettings(), device: str = "cpu",

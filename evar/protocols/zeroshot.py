@@ -57,6 +57,7 @@ class ZeroShotRounds(EmbeddingRounds):
         similarity = self.similarities(test)
         if self.task.spec.multilabel:
             return mean_average_precision(self.y[test], similarity)
+        self.keep_predictions(round_index, seed, test, similarity.argmax(axis=1))
         return float(np.mean(similarity.argmax(axis=1) == self.y[test]))
 
 

@@ -14,7 +14,8 @@ from evar.errors import EvarError
 from evar.paths import results_dir
 
 #: Entries of `settings` that say where a run ran or what it found, not what it measures (left out of the hash)
-RUN_ONLY_SETTINGS = frozenset({"device", "best_epochs", "run_dir", "skipped_files"})
+RUN_ONLY_SETTINGS = frozenset({"device", "best_epochs", "run_dir", "skipped_files", "class_accuracy", "confusion",
+                               "draw_scores", "grid_chosen"})
 
 
 #: Settings fixed by the task rather than chosen for the run (left out, so one hash spans a model's tasks)
