@@ -184,6 +184,15 @@ def test_probe_protocols_from_the_command_line(tmp_path: Path, evar_dirs: Path, 
     assert settings[0]["k"] == 3 and settings[0]["metric"] == "cosine" and settings[0]["temperature"] == 0.07
     assert settings[1]["shots"] == 2 and np.shape(settings[1]["draw_scores"]) == (5, 2, 3)
     assert settings[2]["hidden"] == [32] and settings[2]["dropout"] == 0.5
+    # class-wise results: every test prediction of every fold (and seed, and few-shot draw) in the confusion matrix
+    for index, predictions in enumerate((30, 30 * 2 * 3, 30)):
+        confusion = np.asarray(settings[index]["confusion"])
+        assert confusion.shape == (3, 3) and confusion.sum() == predictions and (confusion.sum(1) == predictions // 3).all()
+        assert np.trace(confusion) / confusion.sum() == pytest.approx(rows["score"][index], abs=1e-6)
+        assert list(settings[index]["class_accuracy"]) == sorted(settings[index]["class_accuracy"])
+    assert main(["plot", "confusion", "--model", "melspec", "--task", "esc50", "--protocol", "knn"]) == 0
+    png = evar_dirs / "results" / "plots" / "confusion-melspec-esc50-knn.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["leaderboard", "--protocol", "knn"]) == 0
     assert "| melspec |" in capsys.readouterr().out
     assert main([*base, "--protocol", "knn", "--shots", "2"]) == 2  # an option of another protocol

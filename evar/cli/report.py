@@ -37,13 +37,19 @@ def cmd_leaderboard(args: argparse.Namespace) -> None:
 
 
 def add_plot(sub) -> None:
-    p = sub.add_parser("plot", help="figures as PNG: layer-wise curve, t-SNE, leaderboard bars")
+    p = sub.add_parser("plot", help="figures as PNG: layer-wise curve, confusion matrix, t-SNE, leaderboard bars")
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
     q = kinds.add_parser("layers", help="probe score per layer (runs of probe --layers all)")
     q.add_argument("--model", required=True)
     q.add_argument("--task", required=True)
     q.add_argument("--protocol", default="linear")
     q.add_argument("--out", help="PNG path (default: results/plots/layers-MODEL-TASK.png)")
+    q = kinds.add_parser("confusion", help="confusion matrix and class-wise accuracy of the latest probe run")
+    q.add_argument("--model", required=True)
+    q.add_argument("--task", required=True)
+    q.add_argument("--protocol", default="linear", help="linear (default), mlp, knn, fewshot or zeroshot")
+    q.add_argument("--counts", action="store_true", help="clip counts instead of each true class's fractions")
+    q.add_argument("--out", help="PNG path (default: results/plots/confusion-MODEL-TASK-PROTOCOL.png)")
     q = kinds.add_parser("tsne", help="t-SNE of a task's cached embeddings, coloured by class")
     add_model_options(q)
     q.add_argument("--task", required=True)
@@ -67,6 +73,9 @@ def cmd_plot(args: argparse.Namespace) -> None:
 
     if args.kind == "layers":
         path = plots.plot_layers(args.model, args.task, protocol=args.protocol, out=args.out)
+    elif args.kind == "confusion":
+        path = plots.plot_confusion(args.model, args.task, protocol=args.protocol, normalise=not args.counts,
+                                    out=args.out)
     elif args.kind == "tsne":
         path = plots.plot_tsne(model_choice(args), args.task, fold=args.fold, split=args.split, run=run_options(args),
                                max_points=args.max_points, seed=args.seed, perplexity=args.perplexity, out=args.out)

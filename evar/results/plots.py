@@ -245,3 +245,44 @@ def _subset_rows(task: Any, fold: int | None, split: str | None) -> np.ndarray:
             raise EvarError(f"{task.name} has no {split!r} rows (splits: {', '.join(sorted(set(meta['split'])))})")
         return rows
     return np.arange(len(meta))
+
+
+def plot_confusion(model: str, task: str, results: pd.DataFrame | None = None, protocol: str = "linear",
+                   normalise: bool = True, out: str | Path | None = None) -> Path:
+    """The confusion matrix of the latest ``protocol`` run of ``model`` on ``task`` (every fold and seed's test
+    predictions; rows: true class), as counts or each row's fractions, with the class-wise accuracies."""
+    results = read_results() if results is None else results
+    rows = results[(results["protocol"].astype(str) == protocol) & (results["model"] == model)
+                   & (results["task"] == task)]
+    settings = [s if isinstance(s, dict) else {} for s in (_settings(v) for v in rows.get("settings", []))]
+    found = [s for s in settings if "confusion" in s]
+    if not found:
+        raise EvarError(f"no {protocol} run of {model} on {task} with a confusion matrix (single-label tasks; "
+                        "rows written by this version of evar)")
+    confusion = np.asarray(found[-1]["confusion"], dtype=float)
+    classes = list(found[-1]["class_accuracy"])
+    shown = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1) if normalise else confusion
+    size = max(4.0, 0.22 * len(classes) + 2)
+    fig = _figure(size + 1, size)
+    ax = fig.add_subplot()
+    image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalise else None)
+    fig.colorbar(image, ax=ax, label="fraction of the true class" if normalise else "clips")
+    ticks = np.arange(len(classes))
+    ax.set_xticks(ticks, classes, rotation=90, fontsize=max(4, 9 - len(classes) // 10))
+    ax.set_yticks(ticks, [f"{c} ({100 * (a or 0):.0f}%)" for c, a in found[-1]["class_accuracy"].items()],
+                  fontsize=max(4, 9 - len(classes) // 10))
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class (class-wise accuracy)")
+    ax.set_title(f"{model} on {_title(task)}: {protocol} probe, {int(confusion.sum())} test predictions")
+    return save_png(fig, out or default_path("confusion", model, task, protocol))
+
+
+def _settings(value: Any) -> Any:
+    import json
+
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return {}
+    return value
