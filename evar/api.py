@@ -154,16 +154,7 @@ def probe_layers(task: str, model: str | ModelChoice, settings: LinearSettings =
     gets its own row in ``results/scores.csv`` (``layers`` = its index), which `evar plot layers` reads.
     """
     model = ModelChoice.of(model)
-    if not isinstance(settings, LinearSettings):
-        raise EvarError("--layers all probes each layer with the linear or mlp protocol")
-    check_writable()
-    prepared = load_task(task)
-    base = ModelChoice(model.name, model.weights, (), model.options).build(run.device)
-    if not base.layers:
-        raise EvarError(f"{model.name} exposes no intermediate layers")
-    fused = LayerFusion(base, list(range(len(base.layers)))).to(run.device)
-    X = embed_task(fused, prepared, f"{model.name}+all", run)
-    bounds = np.cumsum([0, *fused.layer_dims])
+    prepared, base, fused, X, bounds = _all_layers(task, model, settings, run)
     results = []
     for index, name in enumerate(base.layers):
         recorded = {**linear_settings(prepared, base.config(), settings, run), "layer_wise": True, "layer_name": name}
@@ -173,6 +164,49 @@ def probe_layers(task: str, model: str | ModelChoice, settings: LinearSettings =
         record_result(result)
         results.append(result)
     return results
+
+
+def probe_weighted_layers(task: str, model: str | ModelChoice, settings: LinearSettings = LinearSettings(),
+                          run: RunOptions = RunOptions()) -> Result:
+    """The linear (or MLP) probe on a learnt softmax-weighted sum of every layer (SUPERB's featuriser), from the
+    same cached per-layer embeddings as :func:`probe_layers`; each layer standardised first. The weighting acts on
+    the pooled layers (for mean-pooled encoders the same as pooling the weighted sum). The row's ``layers`` is
+    ``weighted``; ``settings.layer_weights[round][seed]`` holds the softmax weights learnt."""
+    from evar.protocols.base import score_rounds
+    from evar.protocols.linear import LinearRounds
+
+    model = ModelChoice.of(model)
+    prepared, base, _, X, bounds = _all_layers(task, model, settings, run)
+    widths = set(np.diff(bounds))
+    if len(widths) != 1:
+        raise EvarError(f"{model.name}'s layers differ in width ({sorted(widths)}): a weighted sum needs equal widths")
+    rounds = LinearRounds(X, prepared, settings, run.device, weighted_layers=len(base.layers))
+    names, scores = score_rounds(rounds, settings.seeds, run.progress)
+    recorded = {**linear_settings(prepared, base.config(), settings, run), "layer_names": list(base.layers),
+                "layer_weights": [[rounds.layer_weights[(r, seed)] for seed in settings.seeds] for r in range(len(names))],
+                **rounds.class_results()}
+    if isinstance(settings, MlpSettings):
+        recorded.update(hidden=list(settings.hidden), dropout=settings.dropout, grid=settings.grid)
+    result = Result(protocol_name(settings), task, model.name, ["weighted"], prepared.spec.metric, names,
+                    list(settings.seeds), scores, recorded, weights_field(model.name, model.weights),
+                    base.weights_sha256 or "")
+    record_result(result)
+    return result
+
+
+def _all_layers(task: str, model: ModelChoice, settings: Any, run: RunOptions):
+    """(task, the encoder, its fusion of every layer, their pooled embeddings side by side — cached as
+    ``model+all`` — and the column bounds of each layer)."""
+    if not isinstance(settings, LinearSettings):
+        raise EvarError("--layers all|weighted probes the layers with the linear or mlp protocol")
+    check_writable()
+    prepared = load_task(task)
+    base = ModelChoice(model.name, model.weights, (), model.options).build(run.device)
+    if not base.layers:
+        raise EvarError(f"{model.name} exposes no intermediate layers")
+    fused = LayerFusion(base, list(range(len(base.layers)))).to(run.device)
+    X = embed_task(fused, prepared, f"{model.name}+all", run)
+    return prepared, base, fused, X, np.cumsum([0, *fused.layer_dims])
 
 
 def fused_layers(model: ModelChoice, encoder: Encoder) -> list[int | str]:

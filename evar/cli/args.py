@@ -91,8 +91,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="registered encoder name (see `evar list models`)")
     p.add_argument("--weights", help="local checkpoint file (default: official weights from the cache)")
-    p.add_argument("--layers", help="comma-separated layers to fuse (EUSIPCO 2022), e.g. 3,6; "
-                   "with probe: `all` probes each layer separately")
+    p.add_argument("--layers", help="comma-separated layers to fuse (EUSIPCO 2022), e.g. 3,6; with probe: `all` "
+                   "probes each layer separately, `weighted` a learnt softmax-weighted sum of all layers (SUPERB)")
     add_run_options(p)
     p.add_argument("--model-options", type=json_dict, default=None,
                    help='JSON keyword arguments for the encoder, e.g. \'{"mel": "byola"}\' or \'{"pooling": "mean"}\'')
@@ -117,8 +117,8 @@ def model_choice(args: argparse.Namespace):
     from evar.options import ModelChoice
 
     layers = parse_layers(args.layers)
-    return ModelChoice(args.model, args.weights, tuple(layers) if layers and layers != ["all"] else (),
-                       args.model_options or {})
+    chosen = tuple(layers) if layers and layers not in (["all"], ["weighted"]) else ()
+    return ModelChoice(args.model, args.weights, chosen, args.model_options or {})
 
 
 def run_options(args: argparse.Namespace, progress: bool = True):

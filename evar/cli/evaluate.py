@@ -80,7 +80,7 @@ def add_probe(sub) -> None:
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
-    from evar.api import probe, probe_layers, probe_settings
+    from evar.api import probe, probe_layers, probe_settings, probe_weighted_layers
 
     settings = probe_settings(args.task, args.protocol, lr=args.lr, max_epochs=args.max_epochs,
                               patience=args.patience, seeds=args.seeds, mode=args.linear_mode, loss=args.loss,
@@ -92,6 +92,12 @@ def cmd_probe(args: argparse.Namespace) -> None:
         for result in probe_layers(args.task, model_choice(args), settings, run_options(args)):
             print(f"{result.label} ({result.settings['layer_name']}) on {result.task}: {result.metric} "
                   f"{100 * result.mean:.2f} ± {100 * result.std:.2f}")
+        return
+    if args.layers == "weighted":
+        result = probe_weighted_layers(args.task, model_choice(args), settings, run_options(args))
+        weights = ", ".join(f"{name} {w:.2f}" for name, w in zip(result.settings["layer_names"],
+                                                                  result.settings["layer_weights"][0][0]))
+        print(f"{result.summary()}; layer weights ({result.rounds[0]}, seed {result.seeds[0]}): {weights}")
         return
     result = probe(args.task, model_choice(args), settings, run_options(args))
     if result.protocol == "sed":

@@ -50,6 +50,11 @@ def add_plot(sub) -> None:
     q.add_argument("--protocol", default="linear", help="linear (default), mlp, knn, fewshot or zeroshot")
     q.add_argument("--counts", action="store_true", help="clip counts instead of each true class's fractions")
     q.add_argument("--out", help="PNG path (default: results/plots/confusion-MODEL-TASK-PROTOCOL.png)")
+    q = kinds.add_parser("layer-weights", help="layer weights learnt by a probe --layers weighted run")
+    q.add_argument("--model", required=True)
+    q.add_argument("--task", required=True)
+    q.add_argument("--protocol", default="linear", help="linear (default) or mlp")
+    q.add_argument("--out", help="PNG path (default: results/plots/layer-weights-MODEL-TASK-PROTOCOL.png)")
     q = kinds.add_parser("tsne", help="t-SNE of a task's cached embeddings, coloured by class")
     add_model_options(q)
     q.add_argument("--task", required=True)
@@ -76,6 +81,8 @@ def cmd_plot(args: argparse.Namespace) -> None:
     elif args.kind == "confusion":
         path = plots.plot_confusion(args.model, args.task, protocol=args.protocol, normalise=not args.counts,
                                     out=args.out)
+    elif args.kind == "layer-weights":
+        path = plots.plot_layer_weights(args.model, args.task, protocol=args.protocol, out=args.out)
     elif args.kind == "tsne":
         path = plots.plot_tsne(model_choice(args), args.task, fold=args.fold, split=args.split, run=run_options(args),
                                max_points=args.max_points, seed=args.seed, perplexity=args.perplexity, out=args.out)

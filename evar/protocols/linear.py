@@ -95,6 +95,19 @@ class StreamDropout(nn.Module):
         return x * keep.to(x.device) / (1 - self.p)
 
 
+class LayerWeights(nn.Module):
+    """SUPERB's featuriser on pooled layers: ``(N, L·D)`` (L standardised layers side by side) → the
+    softmax(``weights``)-weighted sum ``(N, D)``; the weights start equal (zeros)."""
+
+    def __init__(self, n_layers: int) -> None:
+        super().__init__()
+        self.weights = nn.Parameter(torch.zeros(n_layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        layers = x.view(x.shape[0], len(self.weights), -1)
+        return torch.einsum("l,nld->nd", torch.softmax(self.weights, dim=0), layers)
+
+
 def classifier_head(dim: int, n_classes: int, hidden: tuple[int, ...], dropout: float,
                     generator: torch.Generator | None) -> nn.Module:
     """EVAR's classifier (TorchMLPClassifier2's MLP): Linear → ReLU → Dropout per hidden layer, then Linear; with
@@ -113,7 +126,8 @@ def classifier_head(dim: int, n_classes: int, hidden: tuple[int, ...], dropout: 
 
 class LinearProbe:
     """scikit-learn-style linear probe with EVAR's settings (TorchMLPClassifier2; ``hidden`` sizes make it EVAR's
-    MLP, whose hidden layers end in ReLU and Dropout(``dropout``)).
+    MLP, whose hidden layers end in ReLU and Dropout(``dropout``); ``weighted_layers`` L > 0 reads each row as L
+    layers side by side and learns their softmax-weighted sum first, as SUPERB).
 
     ``fit`` standardises the embeddings, trains ``nn.Linear`` with Adam (minibatches of ``min(batch_size, n)``)
     and stops when validation accuracy (mAP for multi-label) has not improved for ``patience`` epochs, restoring
@@ -133,14 +147,14 @@ class LinearProbe:
     def __init__(self, lr: float = 3e-4, max_epochs: int = 200, patience: int = 20, batch_size: int = 200,
                  weight_decay: float = 1e-8, valid_fraction: float = 0.1, multilabel: bool = False,
                  seed: int = 42, device: str = "cpu", n_classes: int | None = None, mode: str = "evar",
-                 hidden: tuple[int, ...] = (), dropout: float = 0.5) -> None:
+                 hidden: tuple[int, ...] = (), dropout: float = 0.5, weighted_layers: int = 0) -> None:
         if mode not in LINEAR_MODES:
             raise EvarError(f"linear mode must be one of {LINEAR_MODES}, got {mode!r}")
         self.n_classes = n_classes
         self.lr, self.max_epochs, self.patience, self.batch_size = lr, max_epochs, patience, batch_size
         self.weight_decay, self.valid_fraction, self.multilabel = weight_decay, valid_fraction, multilabel
         self.seed, self.device, self.mode = seed, device, mode
-        self.hidden, self.dropout = tuple(hidden), dropout
+        self.hidden, self.dropout, self.weighted_layers = tuple(hidden), dropout, weighted_layers
 
     def _predictions(self, logits: torch.Tensor) -> torch.Tensor:
         """What the score ranks: EVAR ranks ``sigmoid(logits)`` (float32 ties included), the clean mode the logits."""
@@ -203,8 +217,12 @@ class LinearProbe:
         Xt, Xv = self._standardise(X).to(dev), self._standardise(X_valid).to(dev)
         label_dtype = torch.float32 if self.multilabel else torch.long
         yt, yv = torch.as_tensor(y, dtype=label_dtype, device=dev), torch.as_tensor(y_valid, dtype=label_dtype, device=dev)
-        self.model_ = classifier_head(X.shape[1], self.n_classes_, self.hidden, self.dropout,
-                                      stream.torch if stream is not None else None).to(dev)
+        width = X.shape[1] // self.weighted_layers if self.weighted_layers else X.shape[1]
+        self.model_ = classifier_head(width, self.n_classes_, self.hidden, self.dropout,
+                                      stream.torch if stream is not None else None)
+        if self.weighted_layers:  # no random draw: EVAR's stream is untouched
+            self.model_ = nn.Sequential(LayerWeights(self.weighted_layers), self.model_)
+        self.model_ = self.model_.to(dev)
         optimiser = torch.optim.Adam(self.model_.parameters(), lr=self.lr, betas=(0.9, 0.999), eps=1e-8,
                                      weight_decay=self.weight_decay)
         self.batch_ = min(self.batch_size, n_before_holdout if stream is not None else len(Xt))
@@ -301,9 +319,11 @@ class LinearRounds(EmbeddingRounds):
     """
 
     def __init__(self, X: np.ndarray, task, settings: LinearSettings, device: str = "cpu",
-                 row_orders: list[np.ndarray] | None = None) -> None:
+                 row_orders: list[np.ndarray] | None = None, weighted_layers: int = 0) -> None:
         super().__init__(X, task)
         self.settings, self.device, self.row_orders = settings, device, row_orders
+        self.weighted_layers = weighted_layers
+        self.layer_weights: dict[tuple[int, int], list[float]] = {}  # weighted layers: the softmax learnt
         self.chained = settings.mode == "evar"
         self.verb = "mlp" if isinstance(settings, MlpSettings) else "probe"
         self.streams: dict[int, ProbeStream] = {}
@@ -327,7 +347,7 @@ class LinearRounds(EmbeddingRounds):
         best = None
         for kwargs in self.candidates():
             probe = LinearProbe(multilabel=self.task.spec.multilabel, seed=seed, n_classes=len(self.task.classes),
-                                device=self.device, **kwargs)
+                                device=self.device, weighted_layers=self.weighted_layers, **kwargs)
             probe.fit(X[train], y[train], X[valid] if valid is not None else None,
                       y[valid] if valid is not None else None, stream=self.streams.get(seed))
             if best is None or probe.best_valid_ > best[0].best_valid_:
@@ -335,6 +355,9 @@ class LinearRounds(EmbeddingRounds):
         if len(self.candidates()) > 1:
             self.chosen[(round_index, seed)] = {"hidden": list(best[1]["hidden"]), "lr": best[1]["lr"]}
         probe = best[0]
+        if self.weighted_layers:
+            weights = torch.softmax(probe.model_[0].weights.detach().cpu(), dim=0)
+            self.layer_weights[(round_index, seed)] = [round(float(w), 6) for w in weights]
         logits = torch.from_numpy(probe.decision_function(X[test]))  # one evaluation pass (one stream draw)
         label_dtype = torch.float32 if self.task.spec.multilabel else torch.long
         if not self.task.spec.multilabel:

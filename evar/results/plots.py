@@ -286,3 +286,26 @@ def _settings(value: Any) -> Any:
         except json.JSONDecodeError:
             return {}
     return value
+
+
+def plot_layer_weights(model: str, task: str, results: pd.DataFrame | None = None, protocol: str = "linear",
+                       out: str | Path | None = None) -> Path:
+    """The softmax layer weights that the latest ``--layers weighted`` run of ``model`` on ``task`` learnt: their
+    mean over rounds and seeds per layer, with the spread as error bars."""
+    results = read_results() if results is None else results
+    rows = results[(results["protocol"].astype(str) == protocol) & (results["model"] == model)
+                   & (results["task"] == task) & (results["layers"].astype(str) == "weighted")]
+    if rows.empty:
+        raise EvarError(f"no weighted-layer {protocol} run of {model} on {task}; run: evar probe --task {task} "
+                        f"--model {model} --layers weighted")
+    settings = _settings(rows["settings"].iloc[-1])
+    weights = np.asarray(settings["layer_weights"], dtype=float).reshape(-1, len(settings["layer_names"]))
+    fig = _figure(max(4.0, 0.35 * weights.shape[1] + 2), 3.2)
+    ax = fig.add_subplot()
+    ax.bar(range(weights.shape[1]), weights.mean(axis=0), yerr=weights.std(axis=0), color="tab:blue", capsize=2)
+    ax.axhline(1 / weights.shape[1], color="grey", linestyle="--", linewidth=0.8, label="equal weights")
+    ax.set_xticks(range(weights.shape[1]), settings["layer_names"], rotation=45, ha="right")
+    ax.set_ylabel("softmax weight")
+    ax.set_title(f"{model} on {_title(task)}: learnt layer weights ({len(weights)} fits)")
+    ax.legend(fontsize=8)
+    return save_png(fig, out or default_path("layer-weights", model, task, protocol))
