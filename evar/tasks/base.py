@@ -228,8 +228,8 @@ def describe_findings(name: str, findings: dict) -> list[str]:
     return lines
 
 
-def shipped_split_table(task: str, filename: str, key: str) -> dict[str, str]:
-    """A ``<key>,split`` table shipped with evar under ``tasks/<task>/`` (see its SOURCE.md)."""
+def shipped_split_table(task: str, filename: str, key: str, value: str = "split") -> dict[str, str]:
+    """A ``<key>,<value>`` table shipped with evar under ``tasks/<task>/`` (see its SOURCE.md)."""
     from evar.paths import task_data_dir
 
     path = task_data_dir() / task / filename
@@ -237,7 +237,7 @@ def shipped_split_table(task: str, filename: str, key: str) -> dict[str, str]:
         raise EvarError(f"{path}: {task} split table missing from the evar installation "
                         f"(tasks/{task}/ of the evar repository; see tasks/{task}/SOURCE.md)")
     table = pd.read_csv(path, dtype=str)
-    return dict(zip(table[key], table["split"]))
+    return dict(zip(table[key], table[value]))
 
 
 def split_labels(label: str) -> list[str]:

@@ -47,11 +47,31 @@ DOWNLOAD = DownloadSpec(
 )
 
 
+def actor_sex() -> dict[str, str]:
+    """Each actor's sex (Male/Female) as EVAR's cremad_gender task has it (``tasks/cremad/actor_sex.csv``)."""
+    return shipped_split_table("cremad", "actor_sex.csv", "speaker_id", "sex")
+
+
 @register_task("cremad", unit_sec=2.5, n_classes=6, description="speech emotion (speaker-disjoint split)",
                source="https://github.com/CheyneyComputerScience/CREMA-D",
                title="CREMA-D", group="NOSS", download=DOWNLOAD)
 def prepare_cremad(root: Path) -> pd.DataFrame:
     """One row per CREMA-D clip: label from the file name, split from the clip's actor."""
+    return _cremad_rows(root)[["file", "label", "split"]]
+
+
+@register_task("cremad_gender", unit_sec=2.5, n_classes=2, description="speaker sex of acted sentences (CREMA-D, "
+               "speaker-disjoint split)", source="https://github.com/CheyneyComputerScience/CREMA-D",
+               title="CREMA-D gender", group="NOSS", download=DOWNLOAD)
+def prepare_cremad_gender(root: Path) -> pd.DataFrame:
+    """CREMA-D's clips and split, labelled with the actor's sex (EVAR's ``cremad_gender``)."""
+    rows = _cremad_rows(root)
+    sex = actor_sex()
+    return rows.assign(label=rows["speaker"].map(sex))[["file", "label", "split"]]
+
+
+def _cremad_rows(root: Path) -> pd.DataFrame:
+    """file, emotion label, split and actor of every CREMA-D clip under ``root``."""
     base = root / "AudioWAV" if (root / "AudioWAV").is_dir() else root
     prefix = "AudioWAV/" if base != root else ""
     names = sorted(p.name for p in base.glob("*.wav"))
@@ -70,7 +90,7 @@ def prepare_cremad(root: Path) -> pd.DataFrame:
         if speaker not in splits:
             raise EvarError(f"{base / name}: actor {speaker} is not one of the 91 CREMA-D actors of "
                             "tasks/cremad/speaker_splits.csv")
-        rows.append((prefix + name, match.group(3), splits[speaker]))
+        rows.append((prefix + name, match.group(3), splits[speaker], speaker))
     if len(rows) != N_CLIPS:
         log.warning(f"cremad: {len(rows)} clips under {base}, the task has {N_CLIPS}")
-    return pd.DataFrame(rows, columns=["file", "label", "split"])
+    return pd.DataFrame(rows, columns=["file", "label", "split", "speaker"])

@@ -1,4 +1,5 @@
-"""NSynth (Engel et al. 2017): 305,979 four-second notes, instrument family (11 classes), official splits.
+"""NSynth (Engel et al. 2017): 305,979 four-second notes, official splits; instrument family (``nsynth``, 11
+classes), and EVAR's pitch (``nsynth_pitch``) and velocity (``nsynth_velocity``) tasks on the same notes.
 
 Official layout (the three ``nsynth-{train,valid,test}.jsonwav.tar.gz`` extracted into one folder)::
 
@@ -51,6 +52,27 @@ DOWNLOAD = DownloadSpec(
                title="NSynth", group="Music", download=DOWNLOAD)
 def prepare_nsynth(root: Path) -> pd.DataFrame:
     """Rows ``nsynth-{split}/audio/{key}.wav`` for every key of each ``examples.json``, label = family."""
+    return _nsynth_rows(root, LABEL_KEY)
+
+
+@register_task("nsynth_pitch", unit_sec=4.0, description="MIDI pitch of musical notes (NSynth, EVAR's nspitch)",
+               source="https://magenta.tensorflow.org/datasets/nsynth", title="NSynth pitch", group="Music",
+               download=DOWNLOAD)
+def prepare_nsynth_pitch(root: Path) -> pd.DataFrame:
+    """NSynth's notes and splits, label = the MIDI pitch (EVAR's ``nspitch``: every note, no range filter)."""
+    return _nsynth_rows(root, "pitch")
+
+
+@register_task("nsynth_velocity", unit_sec=4.0, n_classes=5, description="MIDI velocity of musical notes (NSynth, "
+               "EVAR's nsvelocity)", source="https://magenta.tensorflow.org/datasets/nsynth", title="NSynth velocity",
+               group="Music", download=DOWNLOAD)
+def prepare_nsynth_velocity(root: Path) -> pd.DataFrame:
+    """NSynth's notes and splits, label = the MIDI velocity (25, 50, 75, 100, 127)."""
+    return _nsynth_rows(root, "velocity")
+
+
+def _nsynth_rows(root: Path, label_key: str) -> pd.DataFrame:
+    """One row per note of each split's ``examples.json``, labelled by ``label_key``."""
     require_files(root, *(f"nsynth-{s}/examples.json" for s in SPLITS),
                   hint="extract nsynth-{train,valid,test}.jsonwav.tar.gz into one folder and point --root at it")
     frames = []
@@ -59,10 +81,10 @@ def prepare_nsynth(root: Path) -> pd.DataFrame:
         examples = _read_examples(path)
         labels = []
         for key, attributes in examples.items():
-            label = attributes.get(LABEL_KEY) if isinstance(attributes, dict) else None
-            if not label:
-                raise EvarError(f"{path}: note {key!r} has no {LABEL_KEY!r}")
-            labels.append(label)
+            label = attributes.get(label_key) if isinstance(attributes, dict) else None
+            if label is None or label == "":
+                raise EvarError(f"{path}: note {key!r} has no {label_key!r}")
+            labels.append(str(label))
         frames.append(pd.DataFrame({"file": [f"nsynth-{split}/audio/{key}.wav" for key in examples],
                                     "label": labels, "split": split}))
     return pd.concat(frames, ignore_index=True)

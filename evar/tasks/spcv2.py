@@ -1,12 +1,14 @@
-"""Speech Commands V2 (Warden 2018): 105,829 one-second words, 35 classes, the official lists.
+"""Speech Commands (Warden 2018): V2 (``spcv2``, 105,829 one-second words, 35 classes) and V1 (``spcv1``, 64,721
+words, 30 classes), each with its official lists.
 
-Official layout (``speech_commands_v0.02.tar.gz`` extracted into one folder)::
+Official layout (``speech_commands_v0.02.tar.gz`` or ``_v0.01`` extracted into one folder)::
 
     <word>/<speaker hash>_nohash_<n>.wav     35 word folders
     _background_noise_/*.wav                  not a class (EVAR's ``[a-z]*`` glob skips it)
     validation_list.txt, testing_list.txt     one ``<word>/<file>.wav`` per line
 
-EVAR: every ``[a-z]*/*.wav`` is a clip labelled by its folder; listed files are valid/test, the rest train.
+EVAR (``convert_spc_metadata``): every ``[a-z]*/*.wav`` is a clip labelled by its folder; listed files are
+valid/test, the rest train (V1: 6,798 valid, 6,835 test; V2: 9,981 and 11,005).
 """
 
 from __future__ import annotations
@@ -58,7 +60,26 @@ DOWNLOAD = DownloadSpec(
 def prepare_spcv2(root: Path) -> pd.DataFrame:
     """Rows for every word clip; split from the official lists (listed files missing on disk are kept,
     so the file check reports them instead of losing them silently)."""
-    require_files(root, *SPLIT_LISTS.values(), hint="point --root at the extracted speech_commands_v0.02 folder")
+    return _speech_commands(root, "speech_commands_v0.02")
+
+
+DOWNLOAD_V1 = DownloadSpec(
+    root="speech_commands_v0.01",
+    archives=(RemoteFile("http://download.tensorflow.org/data/speech_commands_v0.01.tar.gz",
+                         "speech_commands_v0.01.tar.gz", into="speech_commands_v0.01"),),
+    checksums="none: no checksum of v0.01 is published where evar could read it; prepare checks the lists",
+)
+
+
+@register_task("spcv1", unit_sec=1.0, n_classes=30, description="spoken words (Speech Commands V1)",
+               source="https://arxiv.org/abs/1804.03209", title="SPCV1", group="NOSS", download=DOWNLOAD_V1)
+def prepare_spcv1(root: Path) -> pd.DataFrame:
+    """As spcv2, on the V1 release (30 words)."""
+    return _speech_commands(root, "speech_commands_v0.01")
+
+
+def _speech_commands(root: Path, folder: str) -> pd.DataFrame:
+    require_files(root, *SPLIT_LISTS.values(), hint=f"point --root at the extracted {folder} folder")
     split_of: dict[str, str] = {}
     for split, name in SPLIT_LISTS.items():
         for entry in _read_list(root / name):
@@ -67,7 +88,7 @@ def prepare_spcv2(root: Path) -> pd.DataFrame:
             split_of[entry] = split
     files = _wav_files(root)
     if not files:
-        raise EvarError(f"{root}: no <word>/*.wav files found; point --root at the extracted speech_commands_v0.02 folder")
+        raise EvarError(f"{root}: no <word>/*.wav files found; point --root at the extracted {folder} folder")
     on_disk = set(files)
     files += sorted(e for e in split_of if e not in on_disk)
     return pd.DataFrame({
