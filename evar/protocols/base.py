@@ -60,18 +60,19 @@ class EmbeddingRounds(Rounds):
         if not self.task.spec.multilabel:
             self.predictions[(round_index, seed)] = (np.asarray(test), np.asarray(predicted))
 
-    def class_results(self) -> dict[str, Any]:
-        """Class-wise accuracy and the confusion matrix (rows: true class) over every round and seed kept."""
-        from evar.metrics.classification import class_accuracies, confusion_matrix
+    def confusion(self) -> np.ndarray | None:
+        """Counts ``(C, C)`` (rows: true class) over every round and seed kept; None without predictions."""
+        from evar.metrics.classification import confusion_matrix
 
         if not self.predictions:
-            return {}
+            return None
         n = len(self.task.classes)
-        confusion = sum(confusion_matrix(self.y[rows], predicted, n) for rows, predicted in self.predictions.values())
-        accuracy = class_accuracies(confusion)
-        return {"class_accuracy": {c: (None if np.isnan(a) else round(float(a), 6))
-                                   for c, a in zip(self.task.classes, accuracy)},
-                "confusion": confusion.tolist()}
+        return sum(confusion_matrix(self.y[rows], predicted, n) for rows, predicted in self.predictions.values())
+
+    def class_results(self) -> dict[str, Any]:
+        """Class-wise accuracy and the confusion matrix (see :func:`class_summary`), or nothing (multi-label)."""
+        confusion = self.confusion()
+        return {} if confusion is None else class_summary(self.task.classes, confusion)
 
     def rows(self, round_index: int, train_order: np.ndarray | None = None
              ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
@@ -84,6 +85,15 @@ class EmbeddingRounds(Rounds):
         if len(train) == 0 or len(test) == 0:
             raise EvarError(f"{self.task.name} {split.name}: empty train or test set")
         return train, valid, test
+
+
+def class_summary(classes: Sequence[str], confusion: np.ndarray) -> dict[str, Any]:
+    """What a results row records of a single-label run's predictions: each class's accuracy and the counts."""
+    from evar.metrics.classification import class_accuracies
+
+    accuracy = class_accuracies(np.asarray(confusion))
+    return {"class_accuracy": {c: (None if np.isnan(a) else round(float(a), 6)) for c, a in zip(classes, accuracy)},
+            "confusion": np.asarray(confusion).tolist()}
 
 
 def score_rounds(rounds: Rounds, seeds: Sequence[int], progress: bool = True, only_round: int | None = None

@@ -118,8 +118,8 @@ class LocalBackend:
                 continue
             for job in group:
                 try:
-                    rounds, scores = probe_step(X, job.spec(), None, run, env, info)  # all rounds, in order, once
-                    recorder.finished(job, linear_row(job, rounds, scores, info, run))
+                    rounds, scores, confusion = probe_step(X, job.spec(), None, run, env, info)  # all rounds, once
+                    recorder.finished(job, linear_row(job, rounds, scores, info, run, [confusion]))
                 except Exception as exc:
                     recorder.failed_with(job, exc)
 
@@ -199,8 +199,9 @@ class RayBackend:
                     recorder.finished(job, run_id=values[0])
                 else:
                     info, results = values[0], values[1:]
-                    recorder.finished(job, linear_row(job, [r[0] for r, _ in results], [s[0] for _, s in results],
-                                                      info, run))
+                    recorder.finished(job, linear_row(job, [r[0] for r, _, _ in results],
+                                                      [s[0] for _, s, _ in results], info, run,
+                                                      [c for _, _, c in results]))
             except ray.exceptions.WorkerCrashedError as exc:
                 recorder.failed_with(job, EvarError(f"its worker died {self.max_retries + 1} times (killed, out of "
                                                     f"memory or crashed; see the Ray worker logs): {exc}"))

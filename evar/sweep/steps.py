@@ -16,8 +16,8 @@ from evar.encoders import model_label
 from evar.errors import EvarError
 from evar.options import RunOptions
 from evar.paths import cache_dir, embeddings_dir, prepared_tasks_dir, results_dir
-from evar.protocols.base import Result, weights_field
-from evar.protocols.linear import evaluate_embeddings, evar_row_orders
+from evar.protocols.base import Result, class_summary, score_rounds, weights_field
+from evar.protocols.linear import LinearRounds, evar_row_orders
 from evar.sweep.jobs import Job
 from evar.tasks import load_task
 
@@ -49,9 +49,10 @@ def embed_step(job_spec: dict, run: RunOptions, env: dict[str, str]) -> tuple[np
 
 
 def probe_step(X: np.ndarray, job_spec: dict, round_index: int | None, run: RunOptions,
-               env: dict[str, str], info: dict | None = None) -> tuple[list[str], list[list[float]]]:
-    """A linear job's rounds (all, or the one ``round_index``): their names and one score per seed each (in
-    ``evar`` mode the rounds before ``round_index`` are trained too: they advance EVAR's generators)."""
+               env: dict[str, str], info: dict | None = None) -> tuple[list[str], list[list[float]], list | None]:
+    """A linear job's rounds (all, or the one ``round_index``): their names, one score per seed each, and the
+    confusion counts of their test predictions (None for multi-label tasks); in ``evar`` mode the rounds before
+    ``round_index`` are trained too (they advance EVAR's generators) but only the reported ones are counted."""
     os.environ.update(env)
     job = Job.from_spec(job_spec)
     task = load_task(job.task)
@@ -59,7 +60,12 @@ def probe_step(X: np.ndarray, job_spec: dict, round_index: int | None, run: RunO
     orders = None
     if settings.mode == "evar" and info:
         orders = evar_row_orders(task, info.get("evar_init_words"), info["needs_stats"])
-    return evaluate_embeddings(X, task, settings, run.device, False, orders, round_index)
+    rounds = LinearRounds(X, task, settings, run.device, orders)
+    names, scores = score_rounds(rounds, settings.seeds, False, round_index)
+    if round_index is not None:
+        rounds.predictions = {key: value for key, value in rounds.predictions.items() if key[0] == round_index}
+    confusion = rounds.confusion()
+    return names, scores, None if confusion is None else confusion.tolist()
 
 
 def finetune_step(job_spec: dict, run: RunOptions, env: dict[str, str]) -> str:
@@ -76,9 +82,13 @@ def n_rounds(task: str) -> int:
     return len(list(load_task(task).splits()))
 
 
-def linear_row(job: Job, rounds: list[str], scores: list[list[float]], info: dict, run: RunOptions) -> dict[str, Any]:
-    """The ``results/scores.csv`` row of a linear job, as :func:`evar.api.probe` writes it."""
+def linear_row(job: Job, rounds: list[str], scores: list[list[float]], info: dict, run: RunOptions,
+               confusions: list[list | None]) -> dict[str, Any]:
+    """The ``results/scores.csv`` row of a linear job, as :func:`evar.api.probe` writes it; ``confusions``: the
+    probe steps' confusion counts, summed into the row's class-wise results."""
     task = load_task(job.task)
     recorded = linear_settings(task, info["config"], job.linear_settings(), run, info["skipped"])
+    if confusions and all(c is not None for c in confusions):
+        recorded.update(class_summary(task.classes, np.sum([np.asarray(c) for c in confusions], axis=0)))
     return Result("linear", job.task, job.model, info["layers"], task.spec.metric, rounds, list(job.seeds), scores,
                   recorded, weights_field(job.model, job.weights), info["weights_sha256"] or "").row()
