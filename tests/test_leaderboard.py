@@ -207,3 +207,23 @@ def test_finetune_outcomes_are_not_settings(tmp_path) -> None:
     first = {**base, "best_epochs": [3, 4], "run_dir": "results/finetune/esc50/byola-a"}
     second = {**base, "best_epochs": [7, 1], "run_dir": "results/finetune/esc50/byola-b", "device": "cpu"}
     assert settings_hash(first) == settings_hash(second) != settings_hash({**base, "lr": 0.01})
+
+
+def test_weighted_average_uses_each_tasks_test_clips(tmp_path) -> None:
+    import evar
+    from evar.synth.trees import make_esc50_tree, make_nsynth_tree
+
+    evar.prepare_task("esc50", make_esc50_tree(tmp_path / "ESC-50-master", n_classes=2, clips_per_class_per_fold=2,
+                                               sample_rate=16000, seconds=0.3))  # 20 test clips over the folds
+    evar.prepare_task("nsynth", make_nsynth_tree(tmp_path / "nsynth"))  # 6 test notes
+    add("2025-01-02T10:00:00+00:00", "byola", "esc50", 0.80, 0.01)
+    add("2025-01-02T10:00:01+00:00", "byola", "nsynth", 0.50, 0.01)
+    plain = build_leaderboard(read_results())
+    weighted = build_leaderboard(read_results(), average="weighted")
+    assert plain.average()[0]["byola"] == pytest.approx(65.0)
+    assert weighted.average()[0]["byola"] == pytest.approx((20 * 80 + 6 * 50) / 26)
+    assert any("weighted by each task's test clips (X-ARES): esc50 20, nsynth 6" in n for n in weighted.notes)
+    assert any("plain mean over tasks (EVAR)" in n for n in plain.notes)
+    add("2025-01-02T10:00:02+00:00", "byola", "us8k", 0.50, 0.01)  # not prepared: its size is unknown
+    with pytest.raises(EvarError, match="--average weighted needs each task's test size"):
+        build_leaderboard(read_results(), average="weighted")

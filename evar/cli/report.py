@@ -21,6 +21,8 @@ def add_leaderboard(sub) -> None:
     p.add_argument("--published-source", help="prefer published rows whose source contains this text")
     p.add_argument("--all-runs", action="store_true", help="list every run, not only the latest of each")
     p.add_argument("--digits", type=NON_NEGATIVE_INT, default=1, help="decimals of the percentages (default 1)")
+    p.add_argument("--average", choices=["plain", "weighted"], default="plain",
+                   help="plain mean over tasks (EVAR, default) or weighted by test clips (X-ARES; tasks prepared)")
     p.set_defaults(handler=cmd_leaderboard)
 
 
@@ -29,7 +31,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> None:
 
     options = dict(fmt=args.format, protocol=args.protocol, tasks=parse_names(args.tasks),
                    models=parse_names(args.models), groups=args.groups, compare_published=args.compare_published,
-                   published_source=args.published_source, all_runs=args.all_runs, digits=args.digits)
+                   published_source=args.published_source, all_runs=args.all_runs, digits=args.digits,
+                   average=args.average)
     if args.out:
         print(f"wrote {write_leaderboard(args.out, **options)}")
     else:

@@ -112,12 +112,19 @@ class Leaderboard:
     published: pd.DataFrame | None = None
     published_sources: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: averages weighted by each task's test clips (X-ARES) instead of plain (EVAR); None: plain
+    task_weights: dict[str, float] | None = None
 
     def average(self, tasks: Sequence[str] | None = None) -> tuple[pd.Series, pd.Series]:
         """Mean over ``tasks`` (default: all shown) per row, and whether the row has every one of them."""
         tasks = list(tasks or self.tasks)
         values = self.mean[tasks]
-        return values.mean(axis=1, skipna=True), values.notna().all(axis=1)
+        if self.task_weights is None:
+            return values.mean(axis=1, skipna=True), values.notna().all(axis=1)
+        weights = pd.Series({t: self.task_weights[t] for t in tasks})
+        present = values.notna()
+        weighted = (values.fillna(0) * weights).sum(axis=1) / (present * weights).sum(axis=1).replace(0, float("nan"))
+        return weighted, present.all(axis=1)
 
     def group_tasks(self) -> dict[str, list[str]]:
         """The shown tasks of each requested group."""
@@ -265,16 +272,22 @@ def _difference_note(label: str, runs: pd.DataFrame, tags: dict[tuple[str, str],
             f"never averaged: " + "; ".join(described) + ".")
 
 
+AVERAGES = ("plain", "weighted")
+
+
 def build_leaderboard(results: pd.DataFrame | None = None, protocol: str = "linear",
                       tasks: Sequence[str] | None = None, models: Sequence[str] | None = None,
                       groups: bool = False, compare_published: bool = False,
-                      published: pd.DataFrame | None = None) -> Leaderboard:
+                      published: pd.DataFrame | None = None, average: str = "plain") -> Leaderboard:
     """The leaderboard of ``results`` (default: ``read_results()``) for ``protocol``.
 
     ``tasks``/``models`` select and order columns and rows (a model matches by name, e.g.
     ``cnn14``, or by label, e.g. ``cnn14+3,6``). ``groups`` adds SER/NOSS/Music averages.
-    ``compare_published`` attaches ``published`` (default: :func:`load_published`).
+    ``compare_published`` attaches ``published`` (default: :func:`load_published`). ``average``: ``plain``
+    (EVAR's mean over tasks) or ``weighted`` by each task's test clips (X-ARES; the tasks must be prepared).
     """
+    if average not in AVERAGES:
+        raise EvarError(f"average must be one of {AVERAGES}, got {average!r}")
     results = read_results() if results is None else results
     runs = _filter(prepare_runs(results, protocol), tasks, models)
     layer_wise = runs["settings_dict"].map(lambda d: bool(d.get("layer_wise")))
@@ -312,11 +325,30 @@ def build_leaderboard(results: pd.DataFrame | None = None, protocol: str = "line
     mean = runs.pivot(index="row", columns="task", values="score_pct").reindex(index=rows, columns=shown_tasks)
     std = runs.pivot(index="row", columns="task", values="std_pct").reindex(index=rows, columns=shown_tasks)
     metrics = dict(zip(runs["task"], runs["metric"].astype(str)))
+    weights = test_clips(shown_tasks) if average == "weighted" else None
+    if weights:
+        notes.append("Averages weighted by each task's test clips (X-ARES): " + ", ".join(
+            f"{t} {n:,}" for t, n in weights.items()) + ".")
+    elif len(shown_tasks) > 1:
+        notes.append("Averages: the plain mean over tasks (EVAR).")
     board = Leaderboard(protocol, shown_tasks, rows, base, mean, std, metrics, runs,
-                        groups=list(GROUP_ORDER) if groups else [], notes=notes)
+                        groups=list(GROUP_ORDER) if groups else [], notes=notes, task_weights=weights)
     if compare_published:
         _attach_published(board, load_published() if published is None else published)
     return board
+
+
+def test_clips(tasks: Sequence[str]) -> dict[str, int]:
+    """Test clips of each prepared task over its rounds (every clip once for cross-validation tasks)."""
+    from evar.tasks import load_task
+
+    sizes = {}
+    for task in tasks:
+        try:
+            sizes[task] = sum(len(split.test) for split in load_task(task).splits())
+        except EvarError as exc:
+            raise EvarError(f"--average weighted needs each task's test size: {exc}") from exc
+    return sizes
 
 
 def _row_order(runs: pd.DataFrame, models: Sequence[str] | None) -> list[str]:
@@ -376,12 +408,12 @@ def render_run_list(runs: pd.DataFrame, fmt: str = "md", digits: int = 1) -> str
 def leaderboard_text(results: pd.DataFrame | None = None, fmt: str = "md", protocol: str = "linear",
                      tasks: Sequence[str] | None = None, models: Sequence[str] | None = None, groups: bool = False,
                      compare_published: bool = False, published_source: str | None = None,
-                     all_runs: bool = False, digits: int = 1) -> str:
+                     all_runs: bool = False, digits: int = 1, average: str = "plain") -> str:
     """What ``evar leaderboard`` prints: the table (or every run) in ``fmt``."""
     if all_runs:
         return render_run_list(run_list(results, protocol, tasks, models), fmt, digits)
     published = load_published(source=published_source) if compare_published else None
-    board = build_leaderboard(results, protocol, tasks, models, groups, compare_published, published)
+    board = build_leaderboard(results, protocol, tasks, models, groups, compare_published, published, average)
     return board.render(fmt, digits, compare_published)
 
 
