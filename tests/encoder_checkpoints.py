@@ -214,13 +214,13 @@ def _beats(folder: Path, layers: int = 1, ffn: int = 64) -> tuple[Path, dict]:
     return path, {}
 
 
-def _m2d(folder: Path) -> tuple[Path, dict]:
+def _m2d(folder: Path, depth: int = 1, mlp: int = 64) -> tuple[Path, dict]:
     """An M2D checkpoint as released (``{"model": ...}`` with the decoder, target network and ``norm_stats``):
     ViT-B width, 80x608 patches of 16 x 16, one block with a small MLP."""
     from evar.encoders.m2d import M2DBackbone
 
     torch.manual_seed(SEED)
-    model = M2DBackbone(768, 1, 12, (16, 16), (5, 38), 64)
+    model = M2DBackbone(768, depth, 12, (16, 16), (5, 38), mlp)
     with torch.no_grad():
         for tensor in model.state_dict().values():
             tensor.normal_(0, 0.02)
@@ -228,6 +228,24 @@ def _m2d(folder: Path) -> tuple[Path, dict]:
              "target_blocks.0.norm1.weight": torch.ones(768), "norm_stats": torch.tensor([-7.1, 4.2])}
     path = folder / "m2d_vit_base-80x608p16x16-221006-mr7_checkpoint-300.pth"
     torch.save({"model": state, "epoch": 300}, path)
+    return path, {}
+
+
+def _dasheng(folder: Path, depth: int = 1, mlp: int = 64) -> tuple[Path, dict]:
+    """A Dasheng checkpoint as released (``{"model", "config"}``, front-end buffers included): base width, one
+    block with a small MLP."""
+    from evar.encoders.dasheng import DashengBackbone
+
+    torch.manual_seed(SEED)
+    model = DashengBackbone(768, depth, 12, mlp, (64, 4), 252)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if tensor.is_floating_point() and "front_end" not in name:
+                tensor.normal_(0, 0.02)
+        model.front_end[0].mel_scale.fb.uniform_(0, 0.01)
+        model.init_bn[1].running_var.fill_(100.0)
+    path = folder / "dasheng_base.pt"
+    torch.save({"model": model.state_dict(), "config": {"embed_dim": 768, "depth": depth, "num_heads": 12}}, path)
     return path, {}
 
 
@@ -265,7 +283,7 @@ WRITERS: dict[str, Callable[[Path], tuple[Path | None, dict]]] = {
     "vggish": _vggish(False), "vggish_4k": _vggish(False), "vggish_pca": _vggish(True),
     "wav2clip": _wav2clip, "wav2clip_encoder": _wav2clip,
     "clap": _clap,
-    "beats": _beats, "beats_plus": _beats, "m2d": _m2d,
+    "beats": _beats, "beats_plus": _beats, "m2d": _m2d, "dasheng": _dasheng,
     **{name: _packaged(name) for name in PACKAGED},
     **{name: _hub(name) for name in HUB_ENCODERS},
 }
@@ -287,4 +305,6 @@ def write_checkpoint(name: str, folder: str | Path, full_size: bool = False) -> 
         return _clap_full_size(folder)
     if full_size and name in ("beats", "beats_plus"):
         return _beats(folder, layers=12, ffn=3072)
+    if full_size and name in ("m2d", "dasheng"):  # the released ViT-B: 12 blocks, MLP 3072
+        return {"m2d": _m2d, "dasheng": _dasheng}[name](folder, depth=12, mlp=3072)
     return WRITERS[name](folder)
