@@ -39,6 +39,30 @@ def cmd_leaderboard(args: argparse.Namespace) -> None:
         print(leaderboard_text(**options), end="")
 
 
+def add_results(sub) -> None:
+    p = sub.add_parser("results", help="run records: validate them (schema, scores, rows, standard settings)")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    q = actions.add_parser("validate", help="check every record of a results folder; exit 1 on a problem")
+    q.add_argument("path", nargs="?", help="results folder or its records/ (default: the results folder)")
+    q.add_argument("--strict", action="store_true", help="non-standard protocol settings count as problems too")
+    p.set_defaults(handler=cmd_results)
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from evar.paths import results_dir
+    from evar.results.records import validate
+
+    problems, notes = validate(args.path or results_dir())
+    for line in problems:
+        print(f"problem: {line}")
+    for line in notes:
+        print(f"note: {line}")
+    failed = problems or (args.strict and notes)
+    print("records: " + (f"{len(problems)} problem(s), {len(notes)} non-standard setting(s)" if failed or notes
+                         else "all consistent"))
+    return 1 if failed else 0
+
+
 def add_plot(sub) -> None:
     p = sub.add_parser("plot", help="figures as PNG: layer-wise curve, confusion matrix, t-SNE, leaderboard bars")
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
@@ -95,4 +119,4 @@ def cmd_plot(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
-COMMANDS = (("leaderboard", add_leaderboard), ("plot", add_plot),)
+COMMANDS = (("leaderboard", add_leaderboard), ("plot", add_plot), ("results", add_results),)

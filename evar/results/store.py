@@ -84,7 +84,8 @@ def append_result(row: dict[str, Any], directory: str | Path | None = None) -> d
     """Append one run to ``scores.csv`` under an exclusive lock (safe when runs finish together).
 
     Fills ``run_id``, ``date`` and ``evar_version``; lists and dicts are stored as JSON. The row is
-    written with a single append, so a killed process leaves no partial row.
+    written with a single append, so a killed process leaves no partial row; then its JSON record
+    (:mod:`evar.results.records`) is written beside it.
     """
     from evar import __version__
 
@@ -108,6 +109,12 @@ def append_result(row: dict[str, Any], directory: str | Path | None = None) -> d
     except OSError as exc:
         raise EvarError(f"{path}: cannot append the result ({exc.strerror or exc}); the file keeps its complete "
                         "rows: free space or fix permissions, then run again") from exc
+    from evar.results.records import write_record
+
+    try:
+        write_record(row, path.parent)
+    except (OSError, EvarError) as exc:  # the row is stored; only its reviewable record is missing
+        log.warning(f"{path.parent}: the run's record could not be written ({exc}); the row is in {path}")
     return row
 
 

@@ -1,0 +1,170 @@
+"""One JSON record per run beside its ``scores.csv`` row, and their validation (``evar results validate``).
+
+``<results>/records/<run_id>.json``, schema version 1::
+
+    {"schema": 1,
+     "run": the scores.csv row (run_id, date, evar_version, protocol, model, layers, task, metric, score, std,
+            n_folds, fold_scores[round][seed], seeds, weights, weights_sha256, settings),
+     "task_data": {"clips": N, "sha256": hash of every prepared row's file, label, split or fold and file size,
+                   "root": the prepared data folder},
+     "environment": {"evar", "git_commit" (when run from a checkout), "python", "platform", "torch",
+                     "transformers", "numpy"}}
+
+The record is written after the row (atomically); a reviewer checks that the score follows from the fold scores,
+that every fold has every seed, that the row in ``scores.csv`` says the same, and which settings differ from the
+protocol's standard ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from evar.errors import EvarError
+from evar.io import atomic_write_text
+from evar.paths import results_dir
+
+SCHEMA_VERSION = 1
+RUN_FIELDS = ("run_id", "date", "evar_version", "protocol", "model", "layers", "task", "metric", "score", "std",
+              "n_folds", "fold_scores", "seeds", "weights", "weights_sha256", "settings")
+#: the standard settings of each protocol (a row with others is flagged, not refused)
+STANDARD_SETTINGS = {"linear": {"lr": 3e-4, "max_epochs": 200, "patience": 20, "linear_mode": "evar"},
+                     "mlp": {"lr": 3e-4, "max_epochs": 200, "patience": 20},
+                     "knn": {"k": 10, "metric": "cosine", "temperature": 0.07},
+                     "fewshot": {"shots": 8, "draws": 10, "classifier": "logistic", "c": 1.0}}
+
+
+def records_dir(directory: str | Path | None = None) -> Path:
+    return Path(directory or results_dir()) / "records"
+
+
+def environment() -> dict[str, Any]:
+    """Versions of what computed the run, and evar's git commit when it runs from a checkout."""
+    import numpy
+    import torch
+    import transformers
+
+    from evar import __version__
+
+    return {"evar": __version__, "git_commit": _git_commit(), "python": sys.version.split()[0],
+            "platform": platform.platform(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "numpy": numpy.__version__}
+
+
+def _git_commit() -> str | None:
+    checkout = Path(__file__).resolve().parents[2]
+    if not (checkout / ".git").exists():
+        return None
+    try:
+        done = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None
+
+
+def task_data(task_name: str) -> dict[str, Any]:
+    """What the run's task data was: its prepared rows and file sizes, hashed."""
+    from evar.tasks import load_task
+
+    try:
+        task = load_task(task_name)
+    except EvarError:
+        return {"clips": None, "sha256": None, "root": None}
+    digest = hashlib.sha256()
+    group = "fold" if task.spec.folds else "split"
+    for file, label, part in task.meta[["file", "label", group]].itertuples(index=False):
+        path = task.root / file
+        size = path.stat().st_size if path.is_file() else -1
+        digest.update(f"{file}\t{label}\t{part}\t{size}\n".encode())
+    return {"clips": len(task.meta), "sha256": digest.hexdigest(), "root": str(task.root)}
+
+
+def write_record(row: dict[str, Any], directory: str | Path | None = None) -> Path:
+    """Write the record of the stored ``row`` (as :func:`evar.results.store.append_result` returned it)."""
+    record = {"schema": SCHEMA_VERSION, "run": {k: row.get(k) for k in RUN_FIELDS},
+              "task_data": task_data(str(row["task"])), "environment": environment()}
+    path = records_dir(directory) / f"{row['run_id']}.json"
+    return atomic_write_text(path, json.dumps(record, indent=1, default=str) + "\n")
+
+
+def check_record(record: dict[str, Any], where: str) -> tuple[list[str], list[str]]:
+    """Problems (the record cannot be trusted) and notes (non-standard settings) of one record."""
+    if record.get("schema") != SCHEMA_VERSION:
+        return [f"{where}: schema {record.get('schema')!r}, expected {SCHEMA_VERSION}"], []
+    run = record.get("run")
+    if not isinstance(run, dict) or sorted(set(RUN_FIELDS) - set(run)):
+        missing = sorted(set(RUN_FIELDS) - set(run)) if isinstance(run, dict) else ["run"]
+        return [f"{where}: missing field(s) {missing}"], []
+    problems, notes = [], []
+    folds, seeds = run["fold_scores"], run["seeds"]
+    if not isinstance(folds, list) or len(folds) != run["n_folds"]:
+        problems.append(f"{where}: {len(folds) if isinstance(folds, list) else 0} round(s) of scores for n_folds "
+                        f"{run['n_folds']}")
+    elif any(not isinstance(f, list) or len(f) != len(seeds) for f in folds):
+        problems.append(f"{where}: a round lacks scores for some of the {len(seeds)} seed(s) {seeds}")
+    else:
+        mean = sum(map(sum, folds)) / max(1, sum(map(len, folds)))
+        if not math.isclose(float(run["score"]), round(mean, 6), abs_tol=2e-6):
+            problems.append(f"{where}: score {run['score']} does not follow from the fold scores (mean {mean:.6f})")
+    standard = STANDARD_SETTINGS.get(str(run["protocol"]), {})
+    settings = run["settings"] if isinstance(run["settings"], dict) else {}
+    for key, value in standard.items():
+        if key in settings and settings[key] != value:
+            notes.append(f"{where}: non-standard {run['protocol']} setting {key}={settings[key]!r} "
+                         f"(standard {value!r})")
+    return problems, notes
+
+
+def validate(directory: str | Path) -> tuple[list[str], list[str]]:
+    """Check every record under ``directory`` (a results folder or its ``records/``) against the schema, its own
+    scores and its ``scores.csv`` row. Returns (problems, notes)."""
+    from evar.results.store import read_results
+
+    folder = Path(directory)
+    records = folder if folder.name == "records" else folder / "records"
+    files = sorted(records.glob("*.json"))
+    if not files:
+        raise EvarError(f"{records}: no run records (*.json) to validate")
+    rows = {}
+    csv_path = records.parent / "scores.csv"
+    if csv_path.is_file():
+        rows = {str(r["run_id"]): r for r in read_results(records.parent).to_dict("records")}
+    problems, notes = [], []
+    for path in files:
+        try:
+            record = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            problems.append(f"{path}: not JSON ({exc})")
+            continue
+        found, noted = check_record(record, str(path))
+        problems += found
+        notes += noted
+        run = record.get("run") if isinstance(record.get("run"), dict) else {}
+        row = rows.get(str(run.get("run_id")))
+        if csv_path.is_file() and row is None:
+            problems.append(f"{path}: run {run.get('run_id')} has no row in {csv_path}")
+        elif row is not None:
+            problems += [f"{path}: {key} differs from its row in {csv_path}" for key in ("score", "fold_scores",
+                         "settings", "seeds", "weights_sha256") if _value(row.get(key)) != _value(run.get(key))]
+    return problems, notes
+
+
+def _value(value: Any) -> Any:
+    """A CSV cell or a record value, compared as the same JSON value."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    if isinstance(value, float):
+        return round(value, 6)
+    return value

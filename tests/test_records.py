@@ -1,0 +1,61 @@
+"""Run records: written beside every row, validated against themselves and scores.csv; tampering is caught."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from evar.cli import main
+from evar.synth.trees import make_esc50_tree
+
+
+@pytest.fixture
+def recorded(tmp_path: Path, evar_dirs: Path) -> Path:
+    root = make_esc50_tree(tmp_path / "ESC-50-master", n_classes=3, clips_per_class_per_fold=1, sample_rate=16000,
+                           seconds=0.5)
+    assert main(["prepare", "esc50", "--root", str(root)]) == 0
+    assert main(["probe", "--task", "esc50", "--model", "melspec", "--max-epochs", "3", "--seeds", "1,2"]) == 0
+    (record,) = (evar_dirs / "results" / "records").glob("*.json")
+    return record
+
+
+def test_a_probe_writes_its_record(recorded: Path, capsys: pytest.CaptureFixture) -> None:
+    record = json.loads(recorded.read_text())
+    assert record["schema"] == 1 and record["run"]["run_id"] == recorded.stem
+    assert record["run"]["model"] == "melspec" and len(record["run"]["fold_scores"]) == 5
+    assert record["task_data"]["clips"] == 15 and len(record["task_data"]["sha256"]) == 64
+    assert {"evar", "python", "torch", "transformers", "numpy", "platform", "git_commit"} <= set(record["environment"])
+    capsys.readouterr()
+    assert main(["results", "validate"]) == 0
+    assert "records: 0 problem(s), 1 non-standard setting(s)" in capsys.readouterr().out  # max_epochs 3
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (lambda r: r["run"].update(score=0.99), "does not follow from the fold scores"),
+    (lambda r: r["run"]["fold_scores"].pop(), "4 round(s) of scores for n_folds 5"),
+    (lambda r: r["run"]["fold_scores"][2].pop(), "a round lacks scores for some of the 2 seed(s)"),
+    (lambda r: r["run"]["settings"].update(lr=0.01), "settings differs from its row"),
+])
+def test_a_tampered_record_fails_with_a_clear_line(recorded: Path, capsys: pytest.CaptureFixture, tamper,
+                                                   message: str) -> None:
+    record = json.loads(recorded.read_text())
+    tamper(record)
+    recorded.write_text(json.dumps(record))
+    capsys.readouterr()
+    assert main(["results", "validate", str(recorded.parent)]) == 1
+    out = capsys.readouterr().out
+    assert message in out and str(recorded) in out
+
+
+def test_non_standard_settings_are_noted(tmp_path: Path, evar_dirs: Path, capsys: pytest.CaptureFixture) -> None:
+    root = make_esc50_tree(tmp_path / "ESC-50-master", n_classes=3, clips_per_class_per_fold=1, sample_rate=16000,
+                           seconds=0.5)
+    assert main(["prepare", "esc50", "--root", str(root)]) == 0
+    assert main(["probe", "--task", "esc50", "--model", "melspec", "--max-epochs", "3", "--lr", "0.01"]) == 0
+    capsys.readouterr()
+    assert main(["results", "validate"]) == 0
+    out = capsys.readouterr().out
+    assert "non-standard linear setting lr=0.01 (standard 0.0003)" in out and "max_epochs=3" in out
+    assert main(["results", "validate", "--strict"]) == 1
