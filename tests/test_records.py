@@ -59,3 +59,25 @@ def test_non_standard_settings_are_noted(tmp_path: Path, evar_dirs: Path, capsys
     out = capsys.readouterr().out
     assert "non-standard linear setting lr=0.01 (standard 0.0003)" in out and "max_epochs=3" in out
     assert main(["results", "validate", "--strict"]) == 1
+
+
+def test_export_then_import_into_another_results_folder(recorded: Path, tmp_path: Path, monkeypatch,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    shared = tmp_path / "shared"
+    assert main(["results", "export", str(shared)]) == 0
+    (exported,) = shared.glob("*.json")
+    assert exported.name == "melspec__esc50__linear.json"
+    monkeypatch.setenv("EVAR_RESULTS_DIR", str(tmp_path / "theirs"))
+    assert main(["results", "import", str(shared)]) == 0
+    assert main(["results", "import", str(shared)]) == 0  # again: nothing duplicated
+    out = capsys.readouterr().out
+    assert "imported 1 run(s)" in out and "imported 0 run(s)" in out and "1 already here" in out
+    theirs = tmp_path / "theirs"
+    assert len((theirs / "scores.csv").read_text().strip().splitlines()) == 2  # header + the one row
+    assert json.loads((theirs / "records" / f"{recorded.stem}.json").read_text()) == json.loads(recorded.read_text())
+    assert main(["results", "validate"]) == 0
+    broken = json.loads(exported.read_text())
+    broken["run"]["score"] = 0.5
+    exported.write_text(json.dumps(broken))
+    assert main(["results", "import", str(shared)]) == 2
+    assert "refused, nothing imported" in capsys.readouterr().err

@@ -40,18 +40,29 @@ def cmd_leaderboard(args: argparse.Namespace) -> None:
 
 
 def add_results(sub) -> None:
-    p = sub.add_parser("results", help="run records: validate them (schema, scores, rows, standard settings)")
+    p = sub.add_parser("results", help="run records: validate, export, import")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     q = actions.add_parser("validate", help="check every record of a results folder; exit 1 on a problem")
     q.add_argument("path", nargs="?", help="results folder or its records/ (default: the results folder)")
     q.add_argument("--strict", action="store_true", help="non-standard protocol settings count as problems too")
+    q = actions.add_parser("export", help="write the latest record of each model x task x protocol into DIR")
+    q.add_argument("dir")
+    q = actions.add_parser("import", help="merge a folder of someone else's records (new runs only)")
+    q.add_argument("dir")
     p.set_defaults(handler=cmd_results)
 
 
 def cmd_results(args: argparse.Namespace) -> int:
     from evar.paths import results_dir
-    from evar.results.records import validate
+    from evar.results.records import export_records, import_records, validate
 
+    if args.action == "export":
+        print(f"wrote {len(export_records(args.dir))} record(s) to {args.dir}")
+        return 0
+    if args.action == "import":
+        imported, skipped = import_records(args.dir)
+        print(f"imported {imported} run(s) from {args.dir}; {skipped} already here")
+        return 0
     problems, notes = validate(args.path or results_dir())
     for line in problems:
         print(f"problem: {line}")

@@ -168,3 +168,54 @@ def _value(value: Any) -> Any:
     if isinstance(value, float):
         return round(value, 6)
     return value
+
+
+def export_records(out: str | Path, directory: str | Path | None = None) -> list[Path]:
+    """Write the latest record of each model × layers × task × protocol into ``out`` for sharing
+    (``<model>__<task>__<protocol>.json``, layer fusions as ``model+layers``)."""
+    from evar.io import safe_name
+
+    latest: dict[tuple, dict] = {}
+    for path in sorted(records_dir(directory).glob("*.json")):
+        record = json.loads(path.read_text())
+        run = record["run"]
+        key = (run["model"], run.get("layers") or "", run["task"], run["protocol"])
+        if key not in latest or str(run["date"]) >= str(latest[key]["run"]["date"]):
+            latest[key] = record
+    if not latest:
+        raise EvarError(f"{records_dir(directory)}: no run records to export")
+    written = []
+    for (model, layers, task, protocol), record in sorted(latest.items()):
+        label = f"{model}+{layers}" if layers else model
+        written.append(atomic_write_text(Path(out) / safe_name(f"{label}__{task}__{protocol}.json"),
+                                         json.dumps(record, indent=1, default=str) + "\n"))
+    return written
+
+
+def import_records(source: str | Path, directory: str | Path | None = None) -> tuple[int, int]:
+    """Merge someone else's records (a folder of ``*.json``): each new run becomes a ``scores.csv`` row and keeps its
+    own record; runs already here (same run id) are skipped. Invalid records are refused, none is half-imported.
+    Returns (imported, skipped)."""
+    from evar.results.store import append_result
+
+    files = sorted(Path(source).glob("*.json"))
+    if not files:
+        raise EvarError(f"{source}: no run records (*.json) to import")
+    records = []
+    for path in files:
+        record = json.loads(path.read_text())
+        problems, _ = check_record(record, str(path))
+        if problems:
+            raise EvarError("refused, nothing imported: " + "; ".join(problems))
+        records.append(record)
+    present = {p.stem for p in records_dir(directory).glob("*.json")}
+    imported = 0
+    for record in records:
+        run = record["run"]
+        if run["run_id"] in present:
+            continue
+        append_result({k: v for k, v in run.items() if k in RUN_FIELDS}, directory)
+        atomic_write_text(records_dir(directory) / f"{run['run_id']}.json", json.dumps(record, indent=1) + "\n")
+        present.add(run["run_id"])
+        imported += 1
+    return imported, len(records) - imported
