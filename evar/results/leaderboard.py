@@ -20,7 +20,7 @@ import pandas as pd
 
 from evar.errors import EvarError
 from evar.results.runs import (
-    RUN_ONLY_SETTINGS, TASK_SETTINGS, best_founded, compared_settings, load_published, prepare_runs,
+    RUN_ONLY_SETTINGS, TASK_SETTINGS, best_founded, compared_settings, load_published, prepare_runs, test_clips,
 )
 from evar.results.store import read_results
 from evar.results.tables import (
@@ -336,19 +336,6 @@ def build_leaderboard(results: pd.DataFrame | None = None, protocol: str = "line
     if compare_published:
         _attach_published(board, load_published() if published is None else published)
     return board
-
-
-def test_clips(tasks: Sequence[str]) -> dict[str, int]:
-    """Test clips of each prepared task over its rounds (every clip once for cross-validation tasks)."""
-    from evar.tasks import load_task
-
-    sizes = {}
-    for task in tasks:
-        try:
-            sizes[task] = sum(len(split.test) for split in load_task(task).splits())
-        except EvarError as exc:
-            raise EvarError(f"--average weighted needs each task's test size: {exc}") from exc
-    return sizes
 
 
 def _row_order(runs: pd.DataFrame, models: Sequence[str] | None) -> list[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import pandas as pd
 
@@ -120,3 +120,16 @@ def best_founded(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Per group of ``keys``: the run with the most seeds, the latest among those."""
     ranked = runs.sort_values(["n_seeds", "date", "order"], kind="mergesort")
     return ranked.groupby(keys, sort=False).tail(1).sort_values(["date", "order"], kind="mergesort")
+
+
+def test_clips(tasks: Sequence[str]) -> dict[str, int]:
+    """Test clips of each prepared task over its rounds (every clip once for cross-validation tasks)."""
+    from evar.tasks import load_task
+
+    sizes = {}
+    for task in tasks:
+        try:
+            sizes[task] = sum(len(split.test) for split in load_task(task).splits())
+        except EvarError as exc:
+            raise EvarError(f"--average weighted needs each task's test size: {exc}") from exc
+    return sizes
