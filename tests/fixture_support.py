@@ -45,3 +45,20 @@ def load_reference(name: str) -> dict[str, np.ndarray]:
     for key in [k for k in reference if k.startswith("pcm_")]:
         reference[f"wav_{key[4:]}"] = reference[key].astype(np.float32) / 32768
     return reference
+
+
+def probe_smoke_tree(tmp_path: Path, results: Path, model: str, *options: str, sample_rate: int = 16000,
+                     seconds: float = 1.0) -> dict:
+    """Prepare a 3-class, 15-clip ESC-50 tree and run ``evar probe --task esc50 --model MODEL OPTIONS`` on it (5
+    epochs unless the options say otherwise); the results row it wrote."""
+    import pandas as pd
+
+    from evar.cli import main
+    from evar.synth.trees import make_esc50_tree
+
+    root = make_esc50_tree(tmp_path / "ESC-50-master", n_classes=3, clips_per_class_per_fold=1,
+                           sample_rate=sample_rate, seconds=seconds)
+    assert main(["prepare", "esc50", "--root", str(root)]) == 0
+    epochs = [] if "--max-epochs" in options else ["--max-epochs", "5"]
+    assert main(["probe", "--task", "esc50", "--model", model, *epochs, *options]) == 0
+    return pd.read_csv(results / "scores.csv").iloc[-1].to_dict()

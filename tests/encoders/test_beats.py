@@ -11,17 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 import evar
-from evar.cli import main
 from evar.encoders.beats import load_beats
 from evar.errors import EvarError
 from evar.io import file_sha256
-from evar.synth.trees import make_esc50_tree
-from fixture_support import FIXTURES
+from fixture_support import FIXTURES, probe_smoke_tree
 
 #: measured: 1.6e-5 on the fbank (float32 rounding of Kaldi's log), 2.1e-5 after the layers (values up to 5)
 TOLERANCE = 1e-4
@@ -81,10 +78,6 @@ def test_too_short_audio_is_a_clear_error() -> None:
 
 
 def test_probe_beats_on_the_smoke_tree(tmp_path: Path, evar_dirs: Path, capsys: pytest.CaptureFixture) -> None:
-    root = make_esc50_tree(tmp_path / "ESC-50-master", n_classes=3, clips_per_class_per_fold=1, sample_rate=16000,
-                           seconds=1.0)
-    assert main(["prepare", "esc50", "--root", str(root)]) == 0
-    assert main(["probe", "--task", "esc50", "--model", "beats", "--weights", str(CHECKPOINT), "--max-epochs", "5"]) == 0
+    row = probe_smoke_tree(tmp_path, evar_dirs / "results", "beats", "--weights", str(CHECKPOINT))
     assert "beats on esc50: accuracy" in capsys.readouterr().out
-    row = pd.read_csv(evar_dirs / "results" / "scores.csv").iloc[0]
     assert row["weights_sha256"] == file_sha256(CHECKPOINT)

@@ -12,15 +12,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 import evar
-from evar.cli import main
 from evar.errors import EvarError
-from evar.synth.trees import make_esc50_tree
-from fixture_support import FIXTURES
+from fixture_support import FIXTURES, probe_smoke_tree
 
 TINY = FIXTURES / "clap_tiny"
 #: measured: at most 1.4e-7 between laion_clap and evar on the audio embeddings (float32 rounding)
@@ -101,12 +98,8 @@ def test_a_wrong_mel_range_or_folder_is_refused(tmp_path: Path) -> None:
 
 
 def test_probe_clap_on_the_smoke_tree(tmp_path: Path, evar_dirs: Path, capsys: pytest.CaptureFixture) -> None:
-    root = make_esc50_tree(tmp_path / "ESC-50-master", n_classes=3, clips_per_class_per_fold=2, sample_rate=44100,
-                           seconds=1.0)
-    assert main(["prepare", "esc50", "--root", str(root)]) == 0
-    assert main(["probe", "--task", "esc50", "--model", "clap", "--weights", str(TINY), "--max-epochs", "5"]) == 0
+    row = probe_smoke_tree(tmp_path, evar_dirs / "results", "clap", "--weights", str(TINY), sample_rate=44100)
     assert "clap on esc50: accuracy" in capsys.readouterr().out
-    row = pd.read_csv(evar_dirs / "results" / "scores.csv").iloc[0]
     settings = json.loads(row["settings"])
     assert settings["encoder"]["model_type"] == "clap" and settings["encoder"]["model_id"] == str(TINY.resolve())
     assert row["weights_sha256"] == "b8d717e4737275bd355b53c6783f0cdf833bf7077bf81e9a25f0f4f422cc903c"

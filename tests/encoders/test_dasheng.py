@@ -11,16 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 import evar
-from evar.cli import main
 from evar.errors import EvarError
 from evar.io import file_sha256
-from evar.synth.trees import make_esc50_tree
-from fixture_support import FIXTURES
+from fixture_support import FIXTURES, probe_smoke_tree
 
 CHECKPOINT = FIXTURES / "dasheng_tiny.pt"
 #: measured: 1.4e-6 on frames (values up to 4.3), 4.8e-7 on the normalised spectrogram
@@ -75,9 +72,6 @@ def test_the_checkpoint_is_loaded_strictly(tmp_path: Path) -> None:
 
 
 def test_probe_dasheng_on_the_smoke_tree(tmp_path: Path, evar_dirs: Path, capsys: pytest.CaptureFixture) -> None:
-    root = make_esc50_tree(tmp_path / "ESC-50-master", n_classes=3, clips_per_class_per_fold=1, sample_rate=16000,
-                           seconds=1.0)
-    assert main(["prepare", "esc50", "--root", str(root)]) == 0
-    assert main(["probe", "--task", "esc50", "--model", "dasheng", "--weights", str(CHECKPOINT), "--max-epochs", "5"]) == 0
+    row = probe_smoke_tree(tmp_path, evar_dirs / "results", "dasheng", "--weights", str(CHECKPOINT))
     assert "dasheng on esc50: accuracy" in capsys.readouterr().out
-    assert pd.read_csv(evar_dirs / "results" / "scores.csv").iloc[0]["weights_sha256"] == file_sha256(CHECKPOINT)
+    assert row["weights_sha256"] == file_sha256(CHECKPOINT)

@@ -12,16 +12,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 import evar
-from evar.cli import main
 from evar.errors import EvarError
 from evar.io import file_sha256
-from evar.synth.trees import make_esc50_tree
-from fixture_support import FIXTURES
+from fixture_support import FIXTURES, probe_smoke_tree
 
 CHECKPOINT = FIXTURES / "m2d_tiny" / "m2d_vit_base-80x608p16x16-221006-mr7" / "checkpoint-300.pth"
 #: measured: 3.2e-6 on frames (values up to 4), 2e-5 on the normalised log-mel
@@ -72,11 +69,7 @@ def test_the_online_encoder_is_loaded_strictly(tmp_path: Path) -> None:
 
 
 def test_probe_m2d_on_the_smoke_tree(tmp_path: Path, evar_dirs: Path, capsys: pytest.CaptureFixture) -> None:
-    root = make_esc50_tree(tmp_path / "ESC-50-master", n_classes=3, clips_per_class_per_fold=1, sample_rate=16000,
-                           seconds=1.0)
-    assert main(["prepare", "esc50", "--root", str(root)]) == 0
-    assert main(["probe", "--task", "esc50", "--model", "m2d", "--weights", str(CHECKPOINT), "--max-epochs", "5",
-                 "--model-options", json.dumps({"num_heads": 4})]) == 0
+    row = probe_smoke_tree(tmp_path, evar_dirs / "results", "m2d", "--weights", str(CHECKPOINT),
+                           "--model-options", json.dumps({"num_heads": 4}))
     assert "m2d on esc50: accuracy" in capsys.readouterr().out
-    row = pd.read_csv(evar_dirs / "results" / "scores.csv").iloc[0]
     assert row["weights_sha256"] == file_sha256(CHECKPOINT)

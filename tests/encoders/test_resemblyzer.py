@@ -10,18 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import soxr
 import torch
 
 import evar
 from conftest import packaged_weights
-from evar.cli import main
 from evar.encoders.resemblyzer import PACKAGED_SHA256, SpeakerNetwork, normalise_volume, partial_slices, trim_long_silences
 from evar.errors import EvarError
-from evar.synth.trees import make_esc50_tree
-from fixture_support import FIXTURES
+from fixture_support import FIXTURES, probe_smoke_tree
 
 #: measured: at most 2e-7 (float32 LSTM)
 TOLERANCE = 1e-6
@@ -95,10 +92,6 @@ def test_checkpoint_format_is_checked(tmp_path: Path) -> None:
 def test_probe_resemblyzer_with_its_real_weights(tmp_path: Path, evar_dirs: Path, capsys: pytest.CaptureFixture) -> None:
     packaged_weights("resemblyzer")
     pytest.importorskip("webrtcvad", reason="trimming silences needs webrtcvad-wheels (in the test extra)")
-    root = make_esc50_tree(tmp_path / "ESC-50-master", n_classes=3, clips_per_class_per_fold=1, sample_rate=16000,
-                           seconds=2.0)
-    assert main(["prepare", "esc50", "--root", str(root)]) == 0
-    assert main(["probe", "--task", "esc50", "--model", "resemblyzer", "--max-epochs", "20"]) == 0
+    row = probe_smoke_tree(tmp_path, evar_dirs / "results", "resemblyzer", "--max-epochs", "20", seconds=2.0)
     assert "resemblyzer on esc50: accuracy" in capsys.readouterr().out
-    row = pd.read_csv(evar_dirs / "results" / "scores.csv").iloc[0]
     assert row["weights_sha256"] == PACKAGED_SHA256
