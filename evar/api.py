@@ -23,6 +23,7 @@ from evar.options import (
     FewShotSettings, KnnSettings, LinearSettings, MlpSettings, ModelChoice, RunOptions, SedSettings, ZeroShotSettings,
 )
 from evar.protocols.base import Result, layer_names, record as record_result, weights_field
+from evar.results.provenance import timed_run
 from evar.results.store import check_writable
 from evar.tasks import Task, get_task_spec, load_task
 
@@ -105,6 +106,7 @@ def probe_settings(task: str, protocol: str | None = None, **values: Any) -> Any
     return cls(**given)
 
 
+@timed_run
 def probe(task: str, model: str | ModelChoice, settings: Any = None,
           run: RunOptions = RunOptions(), encoder: Encoder | None = None, record: bool = True) -> Result:
     """Evaluate ``model`` on ``task`` with the protocol of the task's kind; appends a row to
@@ -146,6 +148,7 @@ def probe(task: str, model: str | ModelChoice, settings: Any = None,
     return result
 
 
+@timed_run
 def probe_layers(task: str, model: str | ModelChoice, settings: LinearSettings = LinearSettings(),
                  run: RunOptions = RunOptions()) -> list[Result]:
     """A linear probe per intermediate layer (time-averaged, as in layer fusion), from one embedding pass.
@@ -166,6 +169,7 @@ def probe_layers(task: str, model: str | ModelChoice, settings: LinearSettings =
     return results
 
 
+@timed_run
 def probe_weighted_layers(task: str, model: str | ModelChoice, settings: LinearSettings = LinearSettings(),
                           run: RunOptions = RunOptions()) -> Result:
     """The linear (or MLP) probe on a learnt softmax-weighted sum of every layer (SUPERB's featuriser), from the
@@ -273,6 +277,7 @@ def linear_settings(task: Task, encoder_config: dict, settings: LinearSettings, 
     return recorded
 
 
+@timed_run
 def finetune(task: str, model: str | ModelChoice, settings: dict[str, Any] | None = None,
              run: RunOptions = RunOptions(), resume: bool = False, encoder: Encoder | None = None,
              epoch_hook: Callable | None = None, record: bool = True):

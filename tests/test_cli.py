@@ -29,9 +29,9 @@ def test_probe_byola_end_to_end_and_cache_reuse(esc50_root: Path, evar_dirs: Pat
     assert main(["prepare", "esc50", "--root", str(esc50_root)]) == 0
     args = ["probe", "--task", "esc50", "--model", "byola", "--weights", str(byola512_weights), "--max-epochs", "30"]
     assert main(args) == 0
-    assert sum(calls) == 30  # every clip embedded once
+    assert sum(calls) == 30 + 1  # every clip embedded once, and one clip's FLOPs counted for the record's cost
     assert main(args) == 0
-    assert sum(calls) == 30  # second run: cached embeddings, no encoder call
+    assert sum(calls) == 30 + 1  # second run: cached embeddings and cost (in the manifest), no encoder call
     out = capsys.readouterr().out
     assert "byola on esc50: accuracy" in out
     rows = pd.read_csv(evar_dirs / "results" / "scores.csv")
@@ -81,7 +81,7 @@ def test_layerwise_probe_one_embedding_pass(esc50_root: Path, evar_dirs: Path, b
     main(["prepare", "esc50", "--root", str(esc50_root)])
     assert main(["probe", "--task", "esc50", "--model", "byola", "--weights", str(byola512_weights),
                  "--layers", "all", "--max-epochs", "5"]) == 0
-    assert sum(calls) == 30 + 1  # all clips once (+ the one-second probe that sizes the fusion)
+    assert sum(calls) == 30 + 1 + 1  # all clips once (+ the one-second probe that sizes the fusion, + the cost count)
     rows = pd.read_csv(evar_dirs / "results" / "scores.csv", dtype={"layers": str})
     assert list(rows["layers"]) == ["0", "1", "2", "3", "4"]
     scores = layer_scores("byola", "esc50")

@@ -23,18 +23,40 @@ def recorded(tmp_path: Path, evar_dirs: Path) -> Path:
 
 def test_a_probe_writes_its_record(recorded: Path, capsys: pytest.CaptureFixture) -> None:
     record = json.loads(recorded.read_text())
-    assert record["schema"] == 1 and record["run"]["run_id"] == recorded.stem
+    assert record["schema"] == 2 and record["run"]["run_id"] == recorded.stem
     assert record["run"]["model"] == "melspec" and len(record["run"]["fold_scores"]) == 5
     assert record["task_data"]["clips"] == 15 and len(record["task_data"]["sha256"]) == 64
     assert {"evar", "python", "torch", "transformers", "numpy", "platform", "git_commit"} <= set(record["environment"])
+    assert record["encoder"] == {"name": "melspec", "weights": "", "weights_sha256": "", "hub": None}
+    run = record["provenance"]
+    assert run["device"] == "cpu" and run["compute_dtype"] == "float32" and run["embedding_dtype"] == "float32"
+    assert set(run["stages_sec"]) == {"decode", "embedding", "probe"}  # melspec needs no statistics pass
+    assert all(0 <= t <= run["wall_sec"] for t in run["stages_sec"].values())
+    assert run["clips_embedded"] == 15 and run["clips_per_sec"] > 0 and run["embeddings"] == {"cached": False}
+    assert run["peak_rss_mb"] > 50 and run["peak_device_mb"] is None
+    # a log-mel front end: the mel matrix product counted (2 FLOPs per multiply-add), no parameters
+    frames, bins, mels = 1 + 5 * 16000 // 160, 400 // 2 + 1, 64  # ESC-50's 5-s unit, melspec's STFT and bank
+    assert run["cost"]["params"] == 0 and run["cost"]["counted_on_sec"] == 5.0
+    assert run["cost"]["gflops_per_audio_second"] == pytest.approx(2 * frames * bins * mels / 5 / 1e9, rel=0.01)
     capsys.readouterr()
     assert main(["results", "validate"]) == 0
     assert "records: 0 problem(s), 1 non-standard setting(s)" in capsys.readouterr().out  # max_epochs 3
 
 
+def test_a_rerun_from_the_cache_says_so_with_what_computing_took(recorded: Path, evar_dirs: Path) -> None:
+    assert main(["probe", "--task", "esc50", "--model", "melspec", "--max-epochs", "3"]) == 0
+    (again,) = set((evar_dirs / "results" / "records").glob("*.json")) - {recorded}
+    run = json.loads(again.read_text())["provenance"]
+    assert run["embeddings"]["cached"] is True and run["embeddings"]["computed"]["clips"] == 15
+    assert run["clips_embedded"] == 0 and set(run["stages_sec"]) == {"probe"}
+    assert run["cost"] == json.loads(recorded.read_text())["provenance"]["cost"]
+
+
 @pytest.mark.parametrize("tamper, message", [
     (lambda r: r["run"].update(score=0.99), "does not follow from the fold scores"),
     (lambda r: r["run"]["fold_scores"].pop(), "4 round(s) of scores for n_folds 5"),
+    (lambda r: (r["run"]["fold_scores"].pop(), r["run"].update(n_folds=4)), "4 round(s) recorded, but esc50 has 5"),
+    (lambda r: r["provenance"].pop("cost"), "missing field(s) ['provenance.cost']"),
     (lambda r: r["run"]["fold_scores"][2].pop(), "a round lacks scores for some of the 2 seed(s)"),
     (lambda r: r["run"]["settings"].update(lr=0.01), "settings differs from its row"),
 ])

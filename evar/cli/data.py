@@ -11,6 +11,8 @@ from evar.errors import EvarError
 def add_list(sub) -> None:
     p = sub.add_parser("list", help="registered models or tasks")
     p.add_argument("what", choices=["models", "tasks"])
+    p.add_argument("--cost", action="store_true",
+                   help="models: parameters and GFLOPs per second of audio (counted on a 10-s clip; no weights needed)")
     p.set_defaults(handler=cmd_list)
 
 
@@ -19,6 +21,18 @@ def cmd_list(args: argparse.Namespace) -> None:
         from evar.encoders import list_encoders, list_prefixes
         from evar.encoders.weights import weights_status
 
+        if args.cost:
+            from evar.encoders import encoder_costs
+
+            costs = encoder_costs()
+            print(f"{'model':<17} {'rate':>6} {'dim':>6} {'params (M)':>10} {'GFLOPs/s':>9}  (per second of audio, "
+                  "10-s clip, torch.utils.flop_counter)")
+            for spec in list_encoders():
+                cost = costs.get(spec.name)
+                params, gflops = (f"{cost['params'] / 1e6:.2f}", f"{cost['gflops_per_audio_second']:.2f}") \
+                    if cost else ("?", "?")
+                print(f"{spec.name:<17} {spec.sample_rate or '?':>6} {spec.embed_dim or '?':>6} {params:>10} {gflops:>9}")
+            return
         print(f"{'model':<17} {'rate':>6} {'dim':>6}  {'weights':<17} description")
         for spec in list_encoders():
             status = weights_status(spec.weights) if spec.weights else (spec.weights_note or "none needed")

@@ -10,7 +10,8 @@ from evar.cli.args import NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, add_mo
 def add_leaderboard(sub) -> None:
     p = sub.add_parser("leaderboard", help="model x task table of results/scores.csv (Markdown, LaTeX, CSV, HTML)")
     p.add_argument("--format", choices=["md", "latex", "csv", "html"], default="md",
-                   help="md (default), latex (booktabs), csv (numeric) or html")
+                   help="md (default), latex (booktabs), csv (numeric) or html (a self-contained page: sortable, filterable, "
+                        "published numbers, cost, links to the records, figures)")
     p.add_argument("--out", help="write the table to this file instead of printing it")
     p.add_argument("--protocol", default="linear", help="linear (default), mlp, knn, fewshot, finetune or sed")
     p.add_argument("--tasks", help="comma-separated tasks, in column order (default: every task with results)")

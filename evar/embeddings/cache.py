@@ -8,7 +8,9 @@ Cache layout, one folder per (task, model, key)::
 
 The key hashes the encoder's config (preprocessing and weights sha256), the task, its root and the
 content identity of its files (size and digest, see :mod:`evar.embeddings.content`), the unit duration, the crop
-seed and the storage dtype: change any of them and the embeddings are recomputed. Every file is written to a temporary name and renamed, so an
+seed and the storage dtype: change any of them and the embeddings are recomputed. The manifest also keeps the
+encoder's cost on one clip (:func:`evar.results.provenance.count_cost`) and what computing the rows took, which
+a run's record reports even when it reuses the cache. Every file is written to a temporary name and renamed, so an
 interrupted run leaves only whole chunks, and the next run continues from them; a damaged file
 (wrong size or checksum) is recomputed. ``shard=(i, n)`` computes chunks ``i, i+n, i+2n, ...`` only,
 so n processes (a SLURM array, torchrun ranks) share the work; whichever finishes the last chunk
@@ -27,6 +29,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
@@ -45,6 +48,7 @@ from evar.io import atomic_write_text, file_sha256
 from evar.log import log
 from evar.options import RunOptions
 from evar.paths import embeddings_dir
+from evar.results import provenance
 from evar.tasks import Task
 
 CHUNK_ROWS = int(os.environ.get("EVAR_CHUNK_ROWS", 512))
@@ -143,14 +147,32 @@ def embed_task(encoder: Encoder, task: Task, model_label: str, run: RunOptions =
     unit_sec = task.spec.unit_sec
     folder, material = cache_folder(encoder, task, model_label, unit_sec, seed, root, run.dtype)
     cached = _cached_embeddings(folder, task, encoder, run.on_error)
-    if cached is not None:
-        return cached
-    folder.mkdir(parents=True, exist_ok=True)
-    with _compute_lock(folder, shard):
-        cached = _cached_embeddings(folder, task, encoder, run.on_error)  # another run may have finished them
-        if cached is not None:
-            return cached
-        return _compute(encoder, task, folder, material, model_label, run, seed, shard)
+    if cached is None:
+        folder.mkdir(parents=True, exist_ok=True)
+        with _compute_lock(folder, shard):
+            cached = _cached_embeddings(folder, task, encoder, run.on_error)  # another run may have finished them
+            if cached is None:
+                return _compute(encoder, task, folder, material, model_label, run, seed, shard)
+    _note_cached(folder / "manifest.json", encoder, unit_sec)
+    return cached
+
+
+def _cost(manifest_path: Path, encoder: Encoder, unit_sec: float) -> dict:
+    """The encoder's cost on one clip of the task (counted once, kept in the manifest)."""
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    if not manifest.get("cost"):
+        manifest["cost"] = provenance.count_cost(encoder, unit_sec)
+        _update_manifest(manifest_path, {"cost": manifest["cost"]})
+    return manifest["cost"]
+
+
+def _note_cached(manifest_path: Path, encoder: Encoder, unit_sec: float) -> None:
+    """Tell the run clock that the embeddings were reused, with what computing them took."""
+    if provenance.current() is None:
+        return
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    provenance.note(embeddings={"cached": True, "computed": manifest.get("computed")},
+                    cost=_cost(manifest_path, encoder, unit_sec), compute_dtype=provenance.parameter_dtype(encoder))
 
 
 def _cached_embeddings(folder: Path, task: Task, encoder: Encoder, on_error: str) -> np.ndarray | None:
@@ -210,15 +232,27 @@ def _compute(encoder: Encoder, task: Task, folder: Path, material: dict, model_l
         if encoder.needs_stats:
             if not manifest.get("stats"):
                 store = AudioStore(folder / f"stats-audio-{os.getpid()}.f32", unit_samples) if todo else None
-                manifest["stats"] = measure_stats(encoder, task, unit_sec, seed, run.num_workers, store=store)
+                with provenance.stage("statistics"):
+                    manifest["stats"] = measure_stats(encoder, task, unit_sec, seed, run.num_workers, store=store)
                 _update_manifest(manifest_path, {"stats": manifest["stats"]})
                 if store is not None:
                     store.close_for_reading()
             encoder.set_stats(*manifest["stats"])
+        if provenance.current() is not None:
+            provenance.note(embeddings={"cached": False}, cost=_cost(manifest_path, encoder, unit_sec),
+                            compute_dtype=provenance.parameter_dtype(encoder))
         if todo:
+            started = time.perf_counter()
             _embed_chunks(optimised_for_inference(encoder), task, todo, parts_dir, manifest_path,
                           replace(run, batch_size=run.batch_size or auto_batch_size(unit_sec)), seed, store,
                           f"embed {model_label} on {task.name}")
+            seconds, clips = time.perf_counter() - started, sum(len(_chunk_rows(c, n_rows)) for c in todo)
+            computed = {"clips": clips, "seconds": round(seconds, 3), "device": run.device,
+                        "clips_per_sec": round(clips / max(seconds, 1e-9), 3)}
+            try:
+                _update_manifest(manifest_path, {"computed": computed})
+            except OSError as exc:
+                raise cache_write_error(manifest_path, exc) from exc
     finally:
         if store is not None:
             store.remove()
@@ -261,9 +295,17 @@ def _embed_chunks(encoder: Encoder, task: Task, chunks: list[int], parts_dir: Pa
         dataset = ClipDataset([paths[i] for i in rows], encoder.sample_rate, unit_samples, crop[rows], seed,
                               run.on_error, keys=list(files.iloc[rows]), store=store)
         outputs, skipped = [], {}
+        batches = iter(ordered_loader(dataset, run.batch_size, run.num_workers))
         with torch.inference_mode():
-            for index, wav, errors in ordered_loader(dataset, run.batch_size, run.num_workers):
-                emb = encoder.embed(wav).float().cpu().numpy()
+            while True:
+                with provenance.stage("decode"):
+                    batch = next(batches, None)
+                if batch is None:
+                    break
+                index, wav, errors = batch
+                with provenance.stage("embedding"):
+                    emb = encoder.embed(wav).float().cpu().numpy()
+                provenance.note(clips=len(wav))
                 for j, error in enumerate(errors):
                     if error:
                         emb[j] = np.nan

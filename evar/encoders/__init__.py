@@ -167,6 +167,17 @@ def model_label(model: str, layers: Sequence[int | str] | None = None) -> str:
     return f"{model}+{','.join(str(l) for l in layers)}" if layers else model
 
 
+def encoder_costs() -> dict[str, dict]:
+    """Each built-in encoder's parameters and GFLOPs per second of audio on a 10-s clip (``cost.csv``, counted
+    by ``benchmarks/encoder_cost.py`` with :func:`evar.results.provenance.count_cost`)."""
+    import csv
+    from pathlib import Path
+
+    with open(Path(__file__).with_name("cost.csv"), newline="") as f:
+        return {r["model"]: {"params": int(r["params"]), "gflops_per_audio_second": float(r["gflops_per_audio_second"]),
+                             "counted_on_sec": float(r["counted_on_sec"])} for r in csv.DictReader(f)}
+
+
 def get_spec_weights(model: str) -> WeightFile | None:
     """The official checkpoint of a registered model (None for weight-free or prefixed models)."""
     try:
@@ -176,6 +187,6 @@ def get_spec_weights(model: str) -> WeightFile | None:
 
 
 __all__ = [
-    "Encoder", "EncoderSpec", "LayerFusion", "create_encoder", "get_encoder_spec", "list_encoders",
+    "Encoder", "EncoderSpec", "LayerFusion", "create_encoder", "encoder_costs", "get_encoder_spec", "list_encoders",
     "get_spec_weights", "list_prefixes", "mean_max_pool", "model_label", "register_encoder", "register_prefix",
 ]

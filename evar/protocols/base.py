@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from evar.errors import EvarError
 from evar.log import log
+from evar.results.provenance import stage
 
 
 class Rounds:
@@ -28,6 +29,8 @@ class Rounds:
     chained: bool = False
     #: what the progress bar calls a run of these rounds
     verb: str = "probe"
+    #: the run clock's stage their time counts under (:mod:`evar.results.provenance`)
+    stage: str = "probe"
 
     def __init__(self, task) -> None:
         self.task = task
@@ -109,12 +112,13 @@ def score_rounds(rounds: Rounds, seeds: Sequence[int], progress: bool = True, on
     scores = {r: [0.0] * len(seeds) for r in chosen}
     bar = tqdm(total=len(needed) * len(seeds), desc=f"{rounds.verb} {rounds.task.name}",
                unit="fit", disable=not progress)
-    for s, seed in enumerate(seeds):
-        for r in needed:
-            score = rounds.fit_score(r, seed)  # scored even when not reported: a chained stream draws here too
-            if r in scores:
-                scores[r][s] = score
-            bar.update(1)
+    with stage(rounds.stage):
+        for s, seed in enumerate(seeds):
+            for r in needed:
+                score = rounds.fit_score(r, seed)  # scored even when not reported: a chained stream draws here too
+                if r in scores:
+                    scores[r][s] = score
+                bar.update(1)
     bar.close()
     return [splits[r].name for r in chosen], [scores[r] for r in chosen]
 

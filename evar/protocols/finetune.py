@@ -45,6 +45,7 @@ from evar.paths import results_dir
 from evar.protocols.base import Result, Rounds, score_rounds, weights_field
 from evar.protocols.finetune_run import FineTuneRun, plot_curves
 from evar.protocols.losses import LOSSES
+from evar.results import provenance
 from evar.results.store import append_result, check_writable
 from evar.tasks import load_task
 
@@ -160,6 +161,7 @@ def _find_resumable(base: Path, model: str, identity: dict[str, Any]) -> Path | 
     return max(candidates, key=lambda p: (p / "run.json").stat().st_mtime) if candidates else None
 
 
+@provenance.timed_run
 def finetune(task: str, model: ModelChoice, overrides: dict[str, Any] | None = None, run: RunOptions = RunOptions(),
              resume: bool = False, encoder: Encoder | None = None,
              epoch_hook: Callable[[str, int, nn.Module], None] | None = None, record: bool = True) -> Result:
@@ -191,6 +193,7 @@ def finetune(task: str, model: ModelChoice, overrides: dict[str, Any] | None = N
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "run.json", json.dumps({"identity": identity, "complete": False}, indent=1))
     run_id = run_dir.name.rsplit("-", 1)[1]
+    provenance.note_encoder(encoder, prepared.spec.unit_sec)
     training = FineTuneRun(prepared, encoder, settings, run, run_dir, epoch_hook)
     if training.augment.active and not training.feature_augment:
         log.warning(f"{type(encoder).__name__} has no separable front end (features + "
@@ -221,6 +224,8 @@ def finetune(task: str, model: ModelChoice, overrides: dict[str, Any] | None = N
 
 class FineTuneRounds(Rounds):
     """Fine-tuning's rounds: each trains a fresh copy of the encoder (or reads the round's finished result)."""
+
+    stage = "training"
 
     def __init__(self, training: FineTuneRun) -> None:
         super().__init__(training.task)

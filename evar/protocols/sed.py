@@ -39,6 +39,7 @@ from evar.embeddings.inference import optimised_for_inference
 from evar.options import SED_LOSSES, ModelChoice, RunOptions, SedSettings
 from evar.protocols.base import Result, Rounds, layer_names, record as record_result, score_rounds, weights_field
 from evar.protocols.linear import seed_everything
+from evar.results import provenance
 from evar.results.store import check_writable
 from evar.protocols.splits import HoldoutRule, holdout_rows
 from evar.protocols.losses import asymmetric_focal_loss, binary_cross_entropy, soft_f1_loss
@@ -311,6 +312,7 @@ class SedRounds(Rounds):
         return float(primary["f_measure"])
 
 
+@provenance.timed_run
 def probe_sed(task: str, model: ModelChoice, settings: SedSettings = SedSettings(), run: RunOptions = RunOptions(),
               encoder: Encoder | None = None, record: bool = True) -> Result:
     """Frame-level linear probe of ``model`` on event task ``task``; scores its test clips' detections.
@@ -330,9 +332,11 @@ def probe_sed(task: str, model: ModelChoice, settings: SedSettings = SedSettings
     rounds = SedRounds(prepared, [], settings, run.device)
     if encoder.needs_stats:
         encoder.set_stats(*_stats(encoder, [prepared.paths()[i] for i in rounds.splits[0].train]))
-    with torch.inference_mode():  # the folded, channels-last copy of the embedding cache
+    provenance.note_encoder(encoder, prepared.spec.unit_sec)
+    with torch.inference_mode(), provenance.stage("embedding"):  # the folded, channels-last copy of the cache
         rounds.frames = embed_clip_frames(optimised_for_inference(encoder), prepared, np.arange(len(prepared)),
                                           run.batch_size or 16, run.on_error, run.progress)
+    provenance.note(clips=len(prepared), embeddings={"cached": False})
     names, scores = score_rounds(rounds, settings.seeds, progress=False)
     recorded = {"sed_metric": rounds.metric, "loss": settings.loss, "lr": settings.lr,
                 "max_epochs": settings.max_epochs, "patience": settings.patience, "probe_batch_size": 512,

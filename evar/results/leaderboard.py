@@ -395,17 +395,45 @@ def render_run_list(runs: pd.DataFrame, fmt: str = "md", digits: int = 1) -> str
 def leaderboard_text(results: pd.DataFrame | None = None, fmt: str = "md", protocol: str = "linear",
                      tasks: Sequence[str] | None = None, models: Sequence[str] | None = None, groups: bool = False,
                      compare_published: bool = False, published_source: str | None = None,
-                     all_runs: bool = False, digits: int = 1, average: str = "plain") -> str:
-    """What ``evar leaderboard`` prints: the table (or every run) in ``fmt``."""
+                     all_runs: bool = False, digits: int = 1, average: str = "plain",
+                     records: str | Path | None = None) -> str:
+    """What ``evar leaderboard`` prints: the table (or every run) in ``fmt``; ``html`` is the self-contained page
+    (:mod:`evar.results.page`, cost from the run records in ``records``, default the results folder's)."""
     if all_runs:
         return render_run_list(run_list(results, protocol, tasks, models), fmt, digits)
+    if fmt == "html":
+        from evar.paths import results_dir
+        from evar.results.page import leaderboard_page
+
+        return leaderboard_page(read_results() if results is None else results,
+                                Path(records or results_dir() / "records"), protocol, tasks, models,
+                                published_source, digits, average)
     published = load_published(source=published_source) if compare_published else None
     board = build_leaderboard(results, protocol, tasks, models, groups, compare_published, published, average)
     return board.render(fmt, digits, compare_published)
 
 
+MARKER = "evar leaderboard "
+COMMENTS = {"md": ("<!-- ", " -->"), "html": ("<!-- ", " -->"), "latex": ("% ", "")}
+
+
 def write_leaderboard(out: str | Path, **options: Any) -> Path:
-    """:func:`leaderboard_text` with ``options``, written atomically to ``out``."""
+    """:func:`leaderboard_text` with ``options``, written atomically to ``out``; Markdown, LaTeX and HTML files
+    start with a comment holding the options, so ``evar results validate`` can rebuild them from the records."""
     from evar.io import atomic_write_text
 
-    return atomic_write_text(out, leaderboard_text(**options))
+    text = leaderboard_text(**options)
+    fmt = options.get("fmt", "md")
+    if fmt in COMMENTS:
+        opening, closing = COMMENTS[fmt]
+        text = f"{opening}{MARKER}{json.dumps(options, sort_keys=True)}{closing}\n{text}"
+    return atomic_write_text(out, text)
+
+
+def stored_options(text: str) -> dict[str, Any] | None:
+    """The options a leaderboard file written by :func:`write_leaderboard` was made with (None: not one)."""
+    first = text.split("\n", 1)[0]
+    for opening, closing in COMMENTS.values():
+        if first.startswith(opening + MARKER) and first.endswith(closing):
+            return json.loads(first[len(opening + MARKER):len(first) - len(closing)])
+    return None

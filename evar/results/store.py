@@ -43,6 +43,11 @@ def check_writable(directory: str | Path | None = None) -> Path:
     return folder
 
 
+def _cells(row: dict[str, Any]) -> dict[str, Any]:
+    """A row's CSV cells: lists and dicts as JSON."""
+    return {c: json.dumps(row[c]) if isinstance(row.get(c), (list, dict)) else row.get(c, "") for c in COLUMNS}
+
+
 def _row_line(record: dict[str, Any]) -> bytes:
     buffer = io.StringIO()
     csv.DictWriter(buffer, fieldnames=COLUMNS).writerow(record)
@@ -80,12 +85,14 @@ def _append_bytes(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def append_result(row: dict[str, Any], directory: str | Path | None = None) -> dict[str, Any]:
+def append_result(row: dict[str, Any], directory: str | Path | None = None,
+                  provenance: dict[str, Any] | None = None) -> dict[str, Any]:
     """Append one run to ``scores.csv`` under an exclusive lock (safe when runs finish together).
 
     Fills ``run_id``, ``date`` and ``evar_version``; lists and dicts are stored as JSON. The row is
     written with a single append, so a killed process leaves no partial row; then its JSON record
-    (:mod:`evar.results.records`) is written beside it.
+    (:mod:`evar.results.records`) is written beside it, with ``provenance`` (default: the summary of the run
+    clock in progress, :mod:`evar.results.provenance`).
     """
     from evar import __version__
 
@@ -94,7 +101,7 @@ def append_result(row: dict[str, Any], directory: str | Path | None = None) -> d
         raise ValueError(f"unknown result columns {sorted(unknown)}")
     row = {"run_id": uuid.uuid4().hex[:12], "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "evar_version": __version__, **row}
-    record = {c: json.dumps(row[c]) if isinstance(row.get(c), (list, dict)) else row.get(c, "") for c in COLUMNS}
+    record = _cells(row)
     path = scores_path(directory)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = _row_line(record)
@@ -112,7 +119,7 @@ def append_result(row: dict[str, Any], directory: str | Path | None = None) -> d
     from evar.results.records import write_record
 
     try:
-        write_record(row, path.parent)
+        write_record(row, path.parent, provenance)
     except (OSError, EvarError) as exc:  # the row is stored; only its reviewable record is missing
         log.warning(f"{path.parent}: the run's record could not be written ({exc}); the row is in {path}")
     return row
@@ -131,7 +138,17 @@ def read_results(directory: str | Path | None = None) -> pd.DataFrame:
         cut = data.rfind(b"\n") + 1
         log.warning(f"{path}: ignoring an incomplete last line ({len(data) - cut} bytes)")
         data = data[:cut]
+    return _frame(data)
+
+
+def _frame(data: bytes) -> pd.DataFrame:
     if not data:
         return pd.DataFrame(columns=COLUMNS)
     return pd.read_csv(io.BytesIO(data), dtype={"layers": str, "weights": str, "weights_sha256": str},
                        keep_default_na=False)
+
+
+def rows_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Stored rows (dicts, lists and dicts as values) as :func:`read_results` would read them from ``scores.csv``."""
+    cells = [_cells(r) for r in rows]
+    return _frame((",".join(COLUMNS) + "\r\n").encode() + b"".join(map(_row_line, cells)) if cells else b"")

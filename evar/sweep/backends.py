@@ -16,7 +16,9 @@ from evar.log import log
 from evar.options import RunOptions
 from evar.results.store import append_result, read_results
 from evar.sweep.jobs import HEARTBEAT_SEC, Job, JobStore, effective_state, now_iso
-from evar.sweep.steps import embed_step, finetune_step, linear_row, n_rounds, probe_step, worker_env
+from evar.sweep.steps import (
+    embed_step, finetune_step, job_provenance, linear_row, n_rounds, probe_step, worker_env,
+)
 
 
 def describe_error(exc: BaseException) -> str:
@@ -45,12 +47,14 @@ class Recorder:
                           heartbeat=now, start_time=now, backend=self.backend, run_id=None, traceback=None)
         self.running.add(job.id)
 
-    def finished(self, job: Job, row: dict[str, Any] | None = None, run_id: str | None = None) -> None:
-        """A linear job hands its row (appended here, under a run id recorded first); fine-tuning its run id."""
+    def finished(self, job: Job, row: dict[str, Any] | None = None, run_id: str | None = None,
+                 provenance: dict[str, Any] | None = None) -> None:
+        """A linear job hands its row and its record's provenance (appended here, under a run id recorded
+        first); fine-tuning its run id."""
         if row is not None:
             run_id = uuid.uuid4().hex[:12]
             self.store.update(job, run_id=run_id)
-            append_result({**row, "run_id": run_id})
+            append_result({**row, "run_id": run_id}, provenance=provenance)
         start = (self.store.read(job.id) or {}).get("start_time", time.time())
         self.store.update(job, state="done", run_id=run_id, finished=now_iso(), seconds=round(time.time() - start, 3))
         self.running.discard(job.id)
@@ -118,8 +122,9 @@ class LocalBackend:
                 continue
             for job in group:
                 try:
-                    rounds, scores, confusion = probe_step(X, job.spec(), None, run, env, info)  # all rounds, once
-                    recorder.finished(job, linear_row(job, rounds, scores, info, run, [confusion]))
+                    rounds, scores, confusion, seconds = probe_step(X, job.spec(), None, run, env, info)  # all, once
+                    recorder.finished(job, linear_row(job, rounds, scores, info, run, [confusion]),
+                                      provenance=job_provenance(info, run, [seconds]))
                 except Exception as exc:
                     recorder.failed_with(job, exc)
 
@@ -199,9 +204,10 @@ class RayBackend:
                     recorder.finished(job, run_id=values[0])
                 else:
                     info, results = values[0], values[1:]
-                    recorder.finished(job, linear_row(job, [r[0] for r, _, _ in results],
-                                                      [s[0] for _, s, _ in results], info, run,
-                                                      [c for _, _, c in results]))
+                    recorder.finished(job, linear_row(job, [r[0] for r, _, _, _ in results],
+                                                      [s[0] for _, s, _, _ in results], info, run,
+                                                      [c for _, _, c, _ in results]),
+                                      provenance=job_provenance(info, run, [t for _, _, _, t in results]))
             except ray.exceptions.WorkerCrashedError as exc:
                 recorder.failed_with(job, EvarError(f"its worker died {self.max_retries + 1} times (killed, out of "
                                                     f"memory or crashed; see the Ray worker logs): {exc}"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from evar.options import RunOptions
 from evar.paths import cache_dir, embeddings_dir, prepared_tasks_dir, results_dir
 from evar.protocols.base import Result, class_summary, score_rounds, weights_field
 from evar.protocols.linear import LinearRounds, evar_row_orders
+from evar.results import provenance
 from evar.sweep.jobs import Job
 from evar.tasks import load_task
 
@@ -38,21 +40,24 @@ def embed_step(job_spec: dict, run: RunOptions, env: dict[str, str]) -> tuple[np
         raise EvarError(f"{job.task} is an event (SED) task, which sweeps do not run yet; "
                         f"use: evar probe --task {job.task} --model {job.model}")
     model = job.model_choice()
-    encoder = model.build(run.device)
-    layers = fused_layers(model, encoder)
-    X = api_embed(model, job.task, run=run, encoder=encoder)
+    with provenance.run_clock(run.device, run.dtype) as clock:
+        encoder = model.build(run.device)
+        layers = fused_layers(model, encoder)
+        X = api_embed(model, job.task, run=run, encoder=encoder)
     skipped = skipped_clips(load_task(job.task), encoder, model_label(job.model, layers), run.dtype)
     info = {"layers": [str(l) for l in layers], "config": encoder.config(), "weights_sha256": encoder.weights_sha256,
             "skipped": skipped, "evar_init_words": getattr(encoder, "evar_init_words", None),
-            "needs_stats": encoder.needs_stats}
+            "needs_stats": encoder.needs_stats, "provenance": clock.summary()}
     return np.asarray(X), json.loads(json.dumps(info, default=str))
 
 
-def probe_step(X: np.ndarray, job_spec: dict, round_index: int | None, run: RunOptions,
-               env: dict[str, str], info: dict | None = None) -> tuple[list[str], list[list[float]], list | None]:
-    """A linear job's rounds (all, or the one ``round_index``): their names, one score per seed each, and the
-    confusion counts of their test predictions (None for multi-label tasks); in ``evar`` mode the rounds before
-    ``round_index`` are trained too (they advance EVAR's generators) but only the reported ones are counted."""
+def probe_step(X: np.ndarray, job_spec: dict, round_index: int | None, run: RunOptions, env: dict[str, str],
+               info: dict | None = None) -> tuple[list[str], list[list[float]], list | None, float]:
+    """A linear job's rounds (all, or the one ``round_index``): their names, one score per seed each, the
+    confusion counts of their test predictions (None for multi-label tasks) and the seconds it took; in ``evar``
+    mode the rounds before ``round_index`` are trained too (they advance EVAR's generators) but only the reported
+    ones are counted."""
+    started = time.perf_counter()
     os.environ.update(env)
     job = Job.from_spec(job_spec)
     task = load_task(job.task)
@@ -65,7 +70,17 @@ def probe_step(X: np.ndarray, job_spec: dict, round_index: int | None, run: RunO
     if round_index is not None:
         rounds.predictions = {key: value for key, value in rounds.predictions.items() if key[0] == round_index}
     confusion = rounds.confusion()
-    return names, scores, None if confusion is None else confusion.tolist()
+    return names, scores, None if confusion is None else confusion.tolist(), time.perf_counter() - started
+
+
+def job_provenance(info: dict, run: RunOptions, probe_seconds: list[float]) -> dict[str, Any]:
+    """A linear job's record provenance: its (shared) embedding step's clock and its probe steps' time."""
+    clock = provenance.RunClock(run.device, run.dtype)
+    clock.merge(info.get("provenance") or {})
+    clock.add("probe", sum(probe_seconds))
+    summary = clock.summary()
+    summary["wall_sec"] = round((info.get("provenance") or {}).get("wall_sec", 0.0) + sum(probe_seconds), 3)
+    return summary
 
 
 def finetune_step(job_spec: dict, run: RunOptions, env: dict[str, str]) -> str:
