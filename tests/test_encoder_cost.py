@@ -31,3 +31,23 @@ def test_list_models_cost(capsys: pytest.CaptureFixture) -> None:
     assert main(["list", "models", "--cost"]) == 0
     lines = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
     assert lines["byola"][3:5] == ["0.60", f"{encoder_costs()['byola']['gflops_per_audio_second']:.2f}"]
+
+
+def test_recurrent_layers_are_counted() -> None:
+    """torch's counter has no LSTM formula: evar adds the gate products (Resemblyzer is a 3-layer LSTM)."""
+    import torch
+
+    class Recurrent(torch.nn.Module):
+        sample_rate = 100
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm = torch.nn.LSTM(40, 256, 3, batch_first=True)
+
+        def embed(self, wav: torch.Tensor) -> torch.Tensor:
+            return self.lstm(wav.reshape(1, -1, 40))[0]
+
+    steps = 4 * 100 // 40
+    gates = 4 * 256 * (40 + 256) + 2 * 4 * 256 * (256 + 256)  # every layer's input and hidden weights
+    assert count_cost(Recurrent(), 4.0)["gflops_per_audio_second"] == pytest.approx(2 * steps * gates / 4 / 1e9,
+                                                                                  abs=1e-4)

@@ -103,3 +103,15 @@ def test_export_then_import_into_another_results_folder(recorded: Path, tmp_path
     exported.write_text(json.dumps(broken))
     assert main(["results", "import", str(shared)]) == 2
     assert "refused, nothing imported" in capsys.readouterr().err
+
+
+def test_a_sweep_job_records_its_embedding_and_probe_time(tmp_path: Path, evar_dirs: Path) -> None:
+    root = make_esc50_tree(tmp_path / "ESC-50-master", n_classes=3, clips_per_class_per_fold=1, sample_rate=16000,
+                           seconds=0.5)
+    assert main(["prepare", "esc50", "--root", str(root)]) == 0
+    assert main(["sweep", "--models", "melspec", "--tasks", "esc50", "--max-epochs", "3"]) == 0
+    (path,) = (evar_dirs / "results" / "records").glob("*.json")
+    run = json.loads(path.read_text())["provenance"]
+    assert {"embedding", "probe"} <= set(run["stages_sec"]) and run["clips_embedded"] == 15
+    assert run["wall_sec"] >= sum(run["stages_sec"].values()) - 1e-3 and run["cost"]["params"] == 0
+    assert main(["results", "validate"]) == 0

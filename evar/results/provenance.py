@@ -8,7 +8,8 @@ clock's :meth:`RunClock.summary` into the run's record. Outside a clock, :func:`
 
 Cost (:func:`count_cost`) is counted, not estimated: parameters, and the floating-point operations of one forward
 pass on noise of a given length under ``torch.utils.flop_counter.FlopCounterMode`` (matrix products,
-convolutions and attention, 2 FLOPs per multiply-add; element-wise work is not counted), divided by that length.
+convolutions and attention, 2 FLOPs per multiply-add, and recurrent layers' gate products, which its table lacks;
+element-wise work and FFTs are not counted), divided by that length.
 """
 
 from __future__ import annotations
@@ -161,6 +162,20 @@ def parameter_dtype(module: torch.nn.Module) -> str:
     return "float32"
 
 
+def _recurrent_flops(input_shape: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    """An LSTM/GRU layer's gate products (2 FLOPs per multiply-add at every step), which the counter's own
+    table leaves out: every 2-D weight among the arguments times the steps x batch of the input."""
+    shapes = [a for a in args if isinstance(a, (tuple, torch.Size)) and len(a) == 2]
+    shapes += [s for a in args if isinstance(a, list) for s in a if isinstance(s, (tuple, torch.Size)) and len(s) == 2]
+    steps = int(input_shape[0]) * int(input_shape[1]) if len(input_shape) == 3 else int(input_shape[0])
+    return sum(2 * steps * int(s[0]) * int(s[1]) for s in shapes)
+
+
+def _custom_flops() -> dict:
+    ops = [getattr(torch.ops.aten, name, None) for name in ("mkldnn_rnn_layer", "_cudnn_rnn")]
+    return {op: _recurrent_flops for op in ops if op is not None}
+
+
 def count_cost(encoder: Any, seconds: float = COST_SECONDS) -> dict[str, Any]:
     """Parameters and GFLOPs per second of audio of ``encoder.embed`` on one clip of ``seconds`` (noise)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -169,7 +184,7 @@ def count_cost(encoder: Any, seconds: float = COST_SECONDS) -> dict[str, Any]:
     device = next((p.device for p in encoder.parameters()), torch.device("cpu"))
     generator = torch.Generator().manual_seed(0)
     wav = (0.1 * torch.randn(1, int(round(seconds * encoder.sample_rate)), generator=generator)).to(device)
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping=_custom_flops())
     with torch.no_grad(), counter:  # not inference_mode: parametrized weights (weight norm) fail under it
         encoder.embed(wav)
     flops = counter.get_total_flops()
