@@ -20,7 +20,9 @@ row = {"protocol": "linear", "model": "cnn14", "layers": "", "task": "esc50", "m
 append_result(row)
 PY
 "$work/venv/bin/evar" list models > models.txt && grep -q "^byola " models.txt
+"$work/venv/bin/evar" list models --cost > cost.txt && grep -q "^byola .* 0.60 " cost.txt
 "$work/venv/bin/evar" list tasks > tasks.txt && grep -q "^gtzan " tasks.txt
+"$work/venv/bin/evar" leaderboard --format html --out page.html && grep -q '"cnn14"' page.html
 "$work/venv/bin/evar" leaderboard --compare-published > board.md
 grep -q "90.1" board.md || { cat board.md; echo "wheel check: no published numbers in the leaderboard"; exit 1; }
 echo "wheel check: ok ($(basename "$work"/dist/evar_bench-*.whl))"
