@@ -86,7 +86,7 @@ def page_tables(results: pd.DataFrame, records: Path, tasks: Sequence[str] | Non
                             "tasks": [{"name": t, "title": task_title(t), "group": groups[t]} for t in board.tasks],
                             "rows": rows, "notes": board.notes}
     if not tables:
-        raise EvarError("no results to put on the leaderboard page")
+        raise EvarError("no results to put on the leaderboard page yet; run: evar probe --task TASK --model MODEL")
     return tables
 
 
