@@ -20,7 +20,8 @@ from evar.errors import EvarError
 from evar.io import atomic_write_text
 from evar.log import log
 from evar.options import (
-    FewShotSettings, KnnSettings, LinearSettings, MlpSettings, ModelChoice, RunOptions, SedSettings, ZeroShotSettings,
+    FewShotSettings, KnnSettings, LinearSettings, MlpSettings, ModelChoice, RetrievalSettings, RunOptions, SedSettings,
+    ZeroShotSettings,
 )
 from evar.protocols.base import Result, layer_names, record as record_result, weights_field
 from evar.results.provenance import timed_run
@@ -81,6 +82,8 @@ def protocol_name(settings: Any) -> str:
     kind = settings if isinstance(settings, type) else type(settings)
     if issubclass(kind, SedSettings):
         return "sed"
+    if issubclass(kind, RetrievalSettings):
+        return "retrieval"
     return next(name for name, cls in reversed(CLIP_PROTOCOLS.items()) if issubclass(kind, cls))
 
 
@@ -92,6 +95,12 @@ def probe_settings(task: str, protocol: str | None = None, **values: Any) -> Any
         if protocol not in (None, "sed"):
             raise EvarError(f"{task} is an event (SED) task: its probe is the frame-level SED probe, not {protocol}")
         cls = SedSettings
+    elif kind == "captions" or protocol == "retrieval":
+        if kind != "captions":
+            raise EvarError(f"retrieval needs a caption task (clotho, audiocaps); {task} is a {kind} task")
+        if protocol not in (None, "retrieval"):
+            raise EvarError(f"{task} is a caption task: its protocol is retrieval, not {protocol}")
+        cls = RetrievalSettings
     elif (protocol or "linear") in CLIP_PROTOCOLS:
         cls = CLIP_PROTOCOLS[protocol or "linear"]
     else:
@@ -126,7 +135,10 @@ def probe(task: str, model: str | ModelChoice, settings: Any = None,
         if not isinstance(settings, SedSettings):
             raise EvarError(f"{task} is an event (SED) task: give SedSettings (see evar.api.probe_settings)")
         return probe_sed(task, model, settings, run, encoder, record)
-    if not isinstance(settings, tuple(CLIP_PROTOCOLS.values())):
+    if isinstance(settings, RetrievalSettings) != (get_task_spec(task).kind == "captions"):
+        raise EvarError(f"retrieval runs on caption tasks (clotho, audiocaps), and a caption task only with "
+                        f"RetrievalSettings; got {type(settings).__name__} for {task}")
+    if not isinstance(settings, (*CLIP_PROTOCOLS.values(), RetrievalSettings)):
         raise EvarError(f"{task} is a clip-level task: give the settings of one of {', '.join(CLIP_PROTOCOLS)} "
                         "(see evar.api.probe_settings)")
     if encoder is None:
@@ -235,6 +247,12 @@ def _clip_rounds(X: np.ndarray, task: Task, encoder: Encoder, settings: Any, run
         return names, scores, {**recorded, **rounds.class_results()}
     recorded = {**{k: v for k, v in asdict(settings).items() if k != "seeds"}, "unit_sec": task.spec.unit_sec,
                 "encoder": encoder.config(), "device": run.device, "skipped_files": sorted(skipped)}
+    if isinstance(settings, RetrievalSettings):
+        from evar.protocols.retrieval import RetrievalRounds, caption_embeddings as retrieval_captions
+
+        rounds = RetrievalRounds(X, task, retrieval_captions(encoder, task, settings, run.progress))
+        names, scores = score_rounds(rounds, settings.seeds, run.progress)
+        return names, scores, {**recorded, **rounds.recorded()}
     if isinstance(settings, ZeroShotSettings):
         from evar.protocols.zeroshot import ZeroShotRounds, caption_embeddings
 

@@ -198,6 +198,21 @@ class ZeroShotSettings:
 
 
 @dataclass(frozen=True)
+class RetrievalSettings:
+    """Audio↔text retrieval on a caption task (:mod:`evar.protocols.retrieval`, EVAR's ``retr_a2t_t2a.py``): the
+    test clips' cached audio embeddings against their captions' text embeddings (``text_batch`` captions at a time);
+    nothing is trained; deterministic (``seeds`` only name the run)."""
+
+    text_batch: int = 64
+    seeds: tuple[int, ...] = (42,)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds)[:1] or (42,))
+        if self.text_batch < 1:
+            raise EvarError(f"text_batch must be at least 1, got {self.text_batch}")
+
+
+@dataclass(frozen=True)
 class SedSettings(ProbeSettings):
     """The frame-level SED probe (:mod:`evar.protocols.sed`): ``loss`` bce, afl (asymmetric focal loss with
     ``afl_gamma``/``afl_zeta``) or soft_f1; ``valid_fraction`` of the training clips validate when the task

@@ -62,3 +62,21 @@ def probe_smoke_tree(tmp_path: Path, results: Path, model: str, *options: str, s
     epochs = [] if "--max-epochs" in options else ["--max-epochs", "5"]
     assert main(["probe", "--task", "esc50", "--model", model, *epochs, *options]) == 0
     return pd.read_csv(results / "scores.csv").iloc[-1].to_dict()
+
+
+def clap_with_char_tokenizer(tmp_path: Path) -> Path:
+    """The tiny CLAP of the parity fixture plus a character-level RoBERTa tokenizer of its 100-token vocabulary."""
+    import json
+    import string
+
+    from transformers import RobertaTokenizer
+
+    folder = tmp_path / "clap"
+    shutil.copytree(FIXTURES / "clap_tiny", folder)
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+    for char in [*string.ascii_lowercase, "Ġ", *string.digits, "<mask>"]:
+        vocab[char] = len(vocab)
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
+    RobertaTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt")).save_pretrained(folder)
+    return folder

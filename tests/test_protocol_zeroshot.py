@@ -4,8 +4,6 @@ and the score recomputed by hand from the cached audio embeddings."""
 from __future__ import annotations
 
 import json
-import shutil
-import string
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +16,7 @@ from evar.options import ModelChoice
 from evar.protocols.zeroshot import class_captions
 from evar.synth.trees import make_esc50_tree
 from evar.tasks import load_task
-from fixture_support import FIXTURES
+from fixture_support import clap_with_char_tokenizer
 
 
 def test_captions_follow_evars_rules() -> None:
@@ -32,18 +30,7 @@ def test_captions_follow_evars_rules() -> None:
 
 @pytest.fixture
 def clap_with_tokenizer(tmp_path: Path) -> Path:
-    """The tiny CLAP of the parity fixture plus a character-level RoBERTa tokenizer of its 100-token vocabulary."""
-    from transformers import RobertaTokenizer
-
-    folder = tmp_path / "clap"
-    shutil.copytree(FIXTURES / "clap_tiny", folder)
-    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
-    for char in [*string.ascii_lowercase, "Ġ", *string.digits, "<mask>"]:
-        vocab[char] = len(vocab)
-    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
-    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
-    RobertaTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt")).save_pretrained(folder)
-    return folder
+    return clap_with_char_tokenizer(tmp_path)
 
 
 def test_zeroshot_probe_equals_the_similarity_argmax(clap_with_tokenizer: Path, tmp_path: Path, evar_dirs: Path,

@@ -48,9 +48,10 @@ def add_probe(sub) -> None:
                        "appends to results/scores.csv")
     add_model_options(p)
     p.add_argument("--task", required=True)
-    p.add_argument("--protocol", choices=["linear", "mlp", "knn", "fewshot", "zeroshot"],
+    p.add_argument("--protocol", choices=["linear", "mlp", "knn", "fewshot", "zeroshot", "retrieval"],
                    help="clip-level tasks: linear (default; EVAR), mlp (EVAR's --hidden), knn (X-ARES), fewshot (MTEB), "
-                        "zeroshot (EVAR's captions through a text tower: clap)")
+                        "zeroshot (EVAR's captions through a text tower: clap); caption tasks (clotho, audiocaps): "
+                        "retrieval (EVAR's audio<->text R@k, mAP@10)")
     p.add_argument("--seeds", type=seed_list, help="comma-separated seeds (default 42); EVAR's papers average 42,43,44")
     p.add_argument("--lr", type=POSITIVE_FLOAT, help="default 3e-4 (evar.options.ProbeSettings)")
     p.add_argument("--max-epochs", type=POSITIVE_INT, help="default 200")
@@ -72,6 +73,7 @@ def add_probe(sub) -> None:
     g.add_argument("--draws", type=POSITIVE_INT, help="training sets drawn per fold and seed (default 10)")
     g.add_argument("--classifier", choices=["logistic", "centroid"], help="default logistic (L2, C=1)")
     p.add_argument("--template", help="zeroshot: caption template with {} for the class (default '{} can be heard')")
+    p.add_argument("--text-batch", type=POSITIVE_INT, help="retrieval: captions per text-tower batch (default 64)")
     p.add_argument("--loss", choices=["bce", "afl", "soft_f1"],
                    help="event (SED) tasks: frame loss (default bce); afl: asymmetric focal loss, soft_f1: soft F-measure")
     p.add_argument("--afl-gamma", type=float, help="event tasks, afl: focus on active frames (default 0)")
@@ -87,7 +89,8 @@ def cmd_probe(args: argparse.Namespace) -> None:
                               afl_gamma=args.afl_gamma, afl_zeta=args.afl_zeta, hidden=args.hidden,
                               dropout=args.dropout, grid=args.grid, k=args.k, metric=args.metric,
                               temperature=args.temperature, shots=args.shots, draws=args.draws,
-                              classifier=args.classifier, template=args.template)
+                              classifier=args.classifier, template=args.template,
+                              text_batch=args.text_batch)
     if args.layers == "all":
         for result in probe_layers(args.task, model_choice(args), settings, run_options(args)):
             print(f"{result.label} ({result.settings['layer_name']}) on {result.task}: {result.metric} "
@@ -104,6 +107,13 @@ def cmd_probe(args: argparse.Namespace) -> None:
         last = result.settings["sed"][-1]
         print(f"{result.summary()}; segment 1 s F1 {100 * last['segment_1s']['f_measure']:.2f}, "
               f"ER {last['segment_1s']['error_rate']:.3f} ({last['round']}, seed {last['seed']})")
+        return
+    if result.protocol == "retrieval":
+        print(f"{result.model} on {result.task} ({result.settings['test_clips']} clips, "
+              f"{result.settings['test_captions']} captions):")
+        for direction, scores in result.settings["retrieval"].items():
+            print(f"  {direction}: " + ", ".join(f"{k} {v:.2f}" if k.endswith("R") else f"{k} {100 * v:.2f}"
+                                                for k, v in scores.items()))
         return
     per_round = ", ".join(f"{name} {100 * sum(s) / len(s):.2f}" for name, s in zip(result.rounds, result.scores))
     print(f"{result.summary()} ({per_round})")

@@ -13,7 +13,7 @@ def add_leaderboard(sub) -> None:
                    help="md (default), latex (booktabs), csv (numeric) or html (a self-contained page: sortable, filterable, "
                         "published numbers, cost, links to the records, figures)")
     p.add_argument("--out", help="write the table to this file instead of printing it")
-    p.add_argument("--protocol", default="linear", help="linear (default), mlp, knn, fewshot, finetune or sed")
+    p.add_argument("--protocol", default="linear", help="linear (default), mlp, knn, fewshot, zeroshot, retrieval, finetune or sed")
     p.add_argument("--tasks", help="comma-separated tasks, in column order (default: every task with results)")
     p.add_argument("--models", help="comma-separated models or labels, in row order, e.g. byola,cnn14+2,5")
     p.add_argument("--groups", action="store_true", help="add SER / NOSS / Music average columns")

@@ -27,17 +27,18 @@ _loaded = False
 
 def register_task(name: str, *, unit_sec: float, n_classes: int | None = None, folds: int = 0,
                   multilabel: bool = False, description: str = "", source: str = "", title: str = "",
-                  group: str = "", download: DownloadSpec | None = None) -> Callable:
+                  group: str = "", download: DownloadSpec | None = None, kind: str = "scene") -> Callable:
     """Decorator registering ``prepare(root: Path) -> DataFrame[file, label, split|fold]`` as task ``name``.
 
     The recipe reads the official layout under ``root`` and returns one row per clip, ``file``
     relative to ``root``; evar checks the files, counts and writes the metadata. ``download`` says where
-    the official files are (``evar download``).
+    the official files are (``evar download``). A ``captions`` task's rows carry ``captions`` (a list per clip)
+    and an empty label.
     """
 
     def decorator(prepare: Callable[[Path], pd.DataFrame]) -> Callable[[Path], pd.DataFrame]:
         _REGISTRY[name] = TaskSpec(name, unit_sec, n_classes, folds, multilabel, description, source, prepare,
-                                   title, group, download=download)
+                                   title, group, kind=kind, download=download)
         return prepare
 
     return decorator
@@ -89,7 +90,9 @@ def save_prepared(spec: TaskSpec, root: Path, meta: pd.DataFrame, problems: list
         raise EvarError(f"{spec.name}: splits must be train/valid/test, found {sorted(set(meta['split']))}")
     if meta.empty:
         raise EvarError(f"{spec.name}: no usable files under {root}")
-    meta = meta[["file", "label", group]].reset_index(drop=True)
+    meta = meta[["file", "label", group, *(["captions"] if spec.kind == "captions" else [])]].reset_index(drop=True)
+    if spec.kind == "captions":
+        meta["captions"] = [_caption_list(spec.name, f, c) for f, c in zip(meta["file"], meta["captions"])]
     findings = check_metadata(spec.name, meta, group, Path(root))
     for line in describe_findings(spec.name, findings):
         log.warning(line)
@@ -105,6 +108,14 @@ def save_prepared(spec: TaskSpec, root: Path, meta: pd.DataFrame, problems: list
     atomic_write_text(csv_path, meta.to_csv(index=False))
     atomic_write_text(info_path, json.dumps(info, indent=1))
     return Task(spec, root, meta, info)
+
+
+def _caption_list(task: str, file: str, captions) -> str:
+    """A row's captions as stored (a JSON list); none or blank ones are an error."""
+    listed = [str(c).strip() for c in captions] if isinstance(captions, (list, tuple)) else []
+    if not listed or not all(listed):
+        raise EvarError(f"{task}: {file}: needs one or more non-empty captions, got {captions!r}")
+    return json.dumps(listed, ensure_ascii=False)
 
 
 #: task sources (``custom``, ``sed``, ``hear``): tasks made from the user's own files, registered like tasks;

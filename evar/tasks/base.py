@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import posixpath
 from dataclasses import asdict, dataclass, field
@@ -19,6 +20,8 @@ from evar.errors import EvarError
 ON_ERROR_CHOICES = ("fail", "skip")
 #: Separator between labels of one clip in multi-label tasks (prepared metadata and custom CSVs)
 LABEL_SEPARATOR = ";"
+#: a caption task's primary score: text→audio mAP@10, the DCASE language-based audio retrieval metric
+CAPTION_METRIC = "t2a_mAP@10"
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,8 @@ class TaskSpec:
     #: the name in tables (``ESC-50``) and the group of EVAR's papers (SER, NOSS, Music) it averages into
     title: str = ""
     group: str = ""
-    #: ``scene``: one label set per clip (linear probe); ``event``: timed events (the SED probe, event metrics)
+    #: ``scene``: one label set per clip (linear probe); ``event``: timed events (the SED probe, event metrics);
+    #: ``captions``: clips with their captions (the retrieval protocol; metadata column ``captions``)
     kind: str = "scene"
     event_metric: str = ""  # an event task's primary metric (HEAR's ``evaluation[0]``)
     download: DownloadSpec | None = field(default=None, repr=False, compare=False)
@@ -77,6 +81,8 @@ class TaskSpec:
 
     @property
     def metric(self) -> str:
+        if self.kind == "captions":
+            return CAPTION_METRIC
         return self.event_metric or ("mAP" if self.multilabel else "accuracy")
 
     def to_json(self) -> dict:
@@ -306,5 +312,13 @@ class Task:
             yield Split("test", np.flatnonzero(split == "train"), valid if len(valid) else None, np.flatnonzero(split == "test"))
 
     def first_train_rows(self) -> np.ndarray:
-        """Training rows of the first round (EVAR measures normalisation statistics there)."""
-        return next(iter(self.splits())).train
+        """Training rows of the first round (EVAR measures normalisation statistics there), or its validation rows
+        when it has none (caption tasks: EVAR's retrieval calibrates on the validation split)."""
+        first = next(iter(self.splits()))
+        return first.train if len(first.train) or first.valid is None else first.valid
+
+    def captions(self) -> list[list[str]]:
+        """Each row's captions (caption tasks)."""
+        if "captions" not in self.meta.columns:
+            raise EvarError(f"{self.name} has no captions (not a caption task)")
+        return [json.loads(text) for text in self.meta["captions"]]
