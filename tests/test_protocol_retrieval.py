@@ -152,6 +152,9 @@ def test_retrieval_probe_scores_the_cached_embeddings(tmp_path: Path, evar_dirs:
     assert settings["retrieval"]["a2t"] == pytest.approx(expected["a2t"], abs=1e-6)
     assert settings["retrieval"]["t2a"] == pytest.approx(expected["t2a"], abs=1e-6)
     assert row["score"] == pytest.approx(expected["t2a"]["mAP@10"], abs=1e-6)
+    assert main(["leaderboard", "--protocol", "retrieval"]) == 0
+    table = capsys.readouterr().out
+    assert "Clotho" in table and f"{100 * expected['t2a']['mAP@10']:.1f}" in table and "t2a_mAP@10" in table
     assert main(["probe", "--task", "clotho", "--model", "melspec", "--protocol", "retrieval"]) == 2
     assert "retrieval needs an encoder with a text tower" in capsys.readouterr().err
     assert main(["probe", "--task", "clotho", "--model", "clap", "--protocol", "knn"]) == 2

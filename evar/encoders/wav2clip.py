@@ -15,12 +15,17 @@ embedding depend on the other clips of its batch; evar's default ``norm="clip"``
 Outputs: ``wav2clip`` is the projection into CLIP space (what ``wav2clip.get_model()`` returns and what the HEAR
 2021 submission used), ``wav2clip_encoder`` the 512-d ResNet output before it. The clip embedding is the
 original's utterance embedding (global average pooling inside the network), not EVAR's mean+max.
+
+Text (zero-shot, retrieval): the projection shares CLIP ViT-B/32's space (the image tower it was distilled from; the
+repository's VQGAN-CLIP script pairs it with that perceptor), so ``embed_text`` runs CLIP ViT-B/32's text tower,
+``openai/clip-vit-base-patch32`` in transformers (or ``text_weights``: a folder written by ``save_pretrained`` with
+its tokenizer), loaded on first use, its projected embedding L2-normalised as CLIP's zero-shot does.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +44,8 @@ WAV2CLIP_WEIGHTS = WeightFile("Wav2CLIP.pt", WAV2CLIP_URL, None, WAV2CLIP_SOURCE
 SAMPLE_RATE = 16000
 N_FFT, HOP = 512, 353
 OUTPUTS = ("projection", "encoder")
+#: CLIP's text tower in the projection's space (transformers' conversion of OpenAI's ViT-B/32)
+CLIP_TEXT = "openai/clip-vit-base-patch32"
 NORMS = ("clip", "batch")
 #: key prefixes of the official file -> of the original get_model() module -> evar's submodules
 PREFIXES = {"audio_encoder.": "encoder.", "audio_transform.": "transform."}
@@ -132,7 +139,7 @@ class Wav2CLIPEncoder(Encoder):
     layers = ("layer1", "layer2", "layer3", "layer4", "embedding", "projection")
 
     def __init__(self, output: str = "projection", norm: str = "clip",
-                 frame_length: int = SAMPLE_RATE, frame_hop: int = SAMPLE_RATE) -> None:
+                 frame_length: int = SAMPLE_RATE, frame_hop: int = SAMPLE_RATE, text_weights: str = CLIP_TEXT) -> None:
         super().__init__()
         if output not in OUTPUTS:
             raise EvarError(f"unknown Wav2CLIP output {output!r}; choose from {', '.join(OUTPUTS)}")
@@ -146,6 +153,7 @@ class Wav2CLIPEncoder(Encoder):
         self.frame_hop_sec = frame_hop / SAMPLE_RATE
         self.encoder = Wav2CLIPResNet()
         self.transform = MLPProjection()
+        self.text_weights, self._text = text_weights, None
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Load the official ``Wav2CLIP.pt`` (or a ``get_model()`` / evar state_dict), strictly."""
@@ -198,15 +206,46 @@ class Wav2CLIPEncoder(Encoder):
         embedding = maps[-1].mean(dim=(2, 3))
         return outputs + [embedding.unsqueeze(1), self.transform(embedding).unsqueeze(1)]
 
+    def embed_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """CLIP's normalised text embeddings ``(len(texts), 512)``, comparable with the projection output."""
+        if self.output != "projection":
+            raise EvarError("wav2clip_encoder's output is not in CLIP's space; use wav2clip to embed texts")
+        if self._text is None:
+            self._text = _clip_text_tower(self.text_weights)
+        tokenizer, model = self._text
+        tokens = tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt")
+        with torch.no_grad():
+            features = model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]).text_embeds
+        return F.normalize(features, dim=-1)
+
     def config(self) -> dict[str, Any]:
         return {**super().config(), "output": self.output, "norm": self.norm, "frame_length": self.frame_length,
                 "frame_hop": self.frame_hop, "weights_sha256": self.weights_sha256}
 
 
+def _clip_text_tower(weights: str):
+    """(tokenizer, CLIPTextModelWithProjection) from a hub id (``id@revision``) or a save_pretrained folder."""
+    from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+
+    from evar.encoders.hf import first_line, model_location, parse_model_id
+
+    model_id, revision = parse_model_id(weights)
+    where, kwargs = model_location(model_id), ({"revision": revision} if revision else {})
+    try:
+        return (CLIPTokenizer.from_pretrained(where, **kwargs),
+                CLIPTextModelWithProjection.from_pretrained(where, **kwargs).eval())
+    except (OSError, ValueError) as exc:
+        raise EvarError(f"wav2clip: cannot load CLIP's text tower {model_id} ({first_line(exc)}); give "
+                        "text_weights=FOLDER (CLIPModel or CLIPTextModelWithProjection.save_pretrained with its "
+                        "CLIPTokenizer) on a machine without network access") from exc
+
+
 def _builder(output: str):
     def build(weights: str | None = None, norm: str = "clip", frame_length: int = SAMPLE_RATE,
-              frame_hop: int = SAMPLE_RATE, allow_download: bool = True) -> Wav2CLIPEncoder:
-        encoder = Wav2CLIPEncoder(output=output, norm=norm, frame_length=frame_length, frame_hop=frame_hop)
+              frame_hop: int = SAMPLE_RATE, text_weights: str = CLIP_TEXT,
+              allow_download: bool = True) -> Wav2CLIPEncoder:
+        encoder = Wav2CLIPEncoder(output=output, norm=norm, frame_length=frame_length, frame_hop=frame_hop,
+                                  text_weights=text_weights)
         encoder.load_checkpoint(resolve_weights(WAV2CLIP_WEIGHTS, weights, allow_download=allow_download))
         return encoder.eval()  # inference mode before anything (e.g. LayerFusion's probe) runs it
 

@@ -124,3 +124,48 @@ def test_layers_fusion_and_short_clips(official: Path) -> None:
 def test_cuda(official: Path, reference: dict) -> None:
     encoder = evar.load_encoder("wav2clip", weights=str(official), device="cuda")
     _close(encoder.embed(torch.from_numpy(reference["wav_a"])).cpu(), reference["proj_single_a"])
+
+
+def tiny_clip_text_folder(folder: Path) -> Path:
+    """A CLIP text tower (random weights, 512-d projection) and a character-level CLIP tokenizer, saved as
+    transformers saves ``openai/clip-vit-base-patch32``."""
+    import json
+    import string
+
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPTokenizer
+
+    torch.manual_seed(0)
+    vocab = {}
+    for char in [*string.ascii_lowercase, *string.digits, "'", ","]:
+        vocab[char], vocab[char + "</w>"] = len(vocab), len(vocab) + 1
+    vocab.update({"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1})
+    folder.mkdir(parents=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    config = CLIPTextConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                            num_attention_heads=2, max_position_embeddings=77, projection_dim=512,
+                            bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"],
+                            pad_token_id=vocab["<|endoftext|>"])
+    CLIPTextModelWithProjection(config).eval().save_pretrained(folder)
+    CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt")).save_pretrained(folder)
+    return folder
+
+
+def test_text_tower_is_clips(official: Path, tmp_path: Path) -> None:
+    from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+
+    folder = tiny_clip_text_folder(tmp_path / "clip")
+    encoder = evar.load_encoder("wav2clip", weights=str(official), text_weights=str(folder))
+    texts = ["dog can be heard", "rain"]
+    text = encoder.embed_text(texts)
+    tokens = CLIPTokenizer.from_pretrained(folder)(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = CLIPTextModelWithProjection.from_pretrained(folder)(**tokens).text_embeds
+    torch.testing.assert_close(text, expected / expected.norm(dim=-1, keepdim=True), rtol=0, atol=1e-6)
+    alone = encoder.embed_text(["rain"])  # padding in a batch changes nothing (attention mask, EOS pooling)
+    torch.testing.assert_close(alone[0], text[1], rtol=0, atol=1e-5)
+    assert text.shape == (2, 512) and encoder.embed(torch.zeros(1, 16000)).shape == (1, 512)
+    with pytest.raises(EvarError, match="not in CLIP's space"):
+        evar.load_encoder("wav2clip_encoder", weights=str(official), text_weights=str(folder)).embed_text(texts)
+    with pytest.raises(EvarError, match="no such folder"):
+        evar.load_encoder("wav2clip", weights=str(official), text_weights=str(tmp_path / "nowhere")).embed_text(texts)
