@@ -4,6 +4,8 @@
 
 Embeddings are Gaussian class blobs (speed does not depend on their values); each protocol runs through
 ``score_rounds`` as ``evar probe --protocol`` does after the cache. Target (issue 19): under 2 s each.
+The first torch optimiser of a process imports ``torch._dynamo`` (about 1.6 s, once, for the linear probe's Adam
+too); it is timed on its own line, before the protocols.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ def main() -> None:
     parser.add_argument("--dims", default="512,2048")
     args = parser.parse_args()
     print("| protocol | dim | seconds |\n|---|---|---|")
+    start = time.perf_counter()
+    import torch._dynamo  # noqa: F401  (what the first torch.optim optimiser imports)
+    print(f"| (once per process: torch.optim's import of torch._dynamo) | | {time.perf_counter() - start:.2f} |")
     for dim in (int(d) for d in args.dims.split(",")):
         task, X = esc50_like(dim)
         for name, rounds in (("knn (k 10, cosine)", KnnRounds(X, task, KnnSettings())),

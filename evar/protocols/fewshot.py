@@ -27,16 +27,18 @@ def fit_logistic(X: torch.Tensor, y: torch.Tensor, n_classes: int, c: float, mas
     unpenalised). The problems are independent, so one L-BFGS on their sum reaches each one's optimum; it runs in
     float32 until the line search stalls or the gradient is below 1e-5, then at most ``refine_iter`` iterations in
     ``X``'s precision. When ``dim`` exceeds ``n``, the optimum lies in the span of the rows (the penalty only
-    grows outside it), so it is solved there, ``n`` wide."""
+    grows outside it), so it is solved there, ``n`` wide: with ``Xᵀ = QR``, the rows' coordinates are ``Rᵀ``."""
     batch, rows, dim = X.shape
-    basis = torch.linalg.qr(X.transpose(1, 2)).Q if dim > rows else None  # (batch, dim, n) orthonormal
-    Z = X @ basis if basis is not None else X
+    basis, Z = None, X
+    if dim > rows:
+        basis, R = torch.linalg.qr(X.transpose(1, 2))  # (batch, dim, n) orthonormal, (batch, n, n)
+        Z = R.transpose(1, 2)
     width = Z.shape[2]
     mask = torch.ones(y.shape, dtype=X.dtype) if mask is None else mask.to(X.dtype)
+    design = torch.cat([Z, torch.ones(batch, rows, 1, dtype=X.dtype)], dim=2)
     weights = torch.zeros(batch, width + 1, n_classes, dtype=torch.float32)
     for dtype, iterations, tolerance in ((torch.float32, max_iter, 1e-5), (X.dtype, refine_iter, 1e-7)):
-        weights = _lbfgs(torch.cat([Z, torch.ones(batch, rows, 1, dtype=X.dtype)], dim=2).to(dtype), y,
-                         mask.to(dtype), weights.to(dtype), c, iterations, tolerance)
+        weights = _lbfgs(design.to(dtype), y, mask.to(dtype), weights.to(dtype), c, iterations, tolerance)
     solved = weights.to(X.dtype)
     if basis is None:
         return solved
@@ -45,21 +47,26 @@ def fit_logistic(X: torch.Tensor, y: torch.Tensor, n_classes: int, c: float, mas
 
 def _lbfgs(design: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, start: torch.Tensor, c: float,
            max_iter: int, tolerance: float) -> torch.Tensor:
-    """L-BFGS (strong Wolfe) on the summed penalised cross-entropies from ``start``; the intercepts are last."""
+    """L-BFGS (strong Wolfe) on the summed penalised cross-entropies from ``start``; the intercepts are last.
+    The gradient is written out (``designᵀ (softmax - onehot) + W / c``): one matrix product each way, no graph."""
     width = design.shape[2] - 1
-    weights = start.clone().requires_grad_(True)
+    weights = start.clone()
+    targets = torch.nn.functional.one_hot(y, start.shape[2]).to(design.dtype) * mask.unsqueeze(2)
+    penalised = torch.ones(1, width + 1, 1, dtype=design.dtype)
+    penalised[:, width] = 0
+    transposed = design.transpose(1, 2).contiguous()
     optimiser = torch.optim.LBFGS([weights], lr=1, max_iter=max_iter, tolerance_grad=tolerance, tolerance_change=0,
                                   history_size=20, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
-        optimiser.zero_grad()
-        nll = -torch.log_softmax(design @ weights, dim=2).gather(2, y.unsqueeze(2)).squeeze(2)
-        loss = (nll * mask).sum() + (weights[:, :width] ** 2).sum() / (2 * c)
-        loss.backward()
-        return loss
+        log_p = torch.log_softmax(design @ weights, dim=2)
+        shrunk = weights * penalised
+        weights.grad = transposed @ (log_p.exp() * mask.unsqueeze(2) - targets) + shrunk / c
+        return -(log_p * targets).sum() + (shrunk * weights).sum() / (2 * c)
 
-    optimiser.step(closure)
-    return weights.detach()
+    with torch.no_grad():
+        optimiser.step(closure)
+    return weights
 
 
 class FewShotRounds(EmbeddingRounds):
