@@ -214,7 +214,7 @@ def test_list_of_archives_without_scheme(site, tmp_path: Path, monkeypatch) -> N
 def test_registration_and_unknown_tasks_explain_themselves(tmp_path: Path) -> None:
     with pytest.raises(EvarError, match="VoxCeleb1 needs registration.*iden_split.txt.*evar prepare vc1 --root"):
         download_task("vc1", tmp_path)
-    with pytest.raises(EvarError, match="no download for task 'nope'; downloadable: as, as20k, cremad, cremad_gender, esc50"):
+    with pytest.raises(EvarError, match="no download for task 'nope'; downloadable: as, as20k, audiocaps, clotho, cremad, cremad_gender, esc50"):
         download_task("nope", tmp_path)
 
 
