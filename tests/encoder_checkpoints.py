@@ -249,6 +249,24 @@ def _dasheng(folder: Path, depth: int = 1, mlp: int = 64) -> tuple[Path, dict]:
     return path, {}
 
 
+def _atst_frame(folder: Path, depth: int = 1, mlp: int = 64) -> tuple[Path, dict]:
+    """An ATST-Frame Lightning checkpoint (``state_dict`` with the teacher encoder under ``model.teacher.encoder.``,
+    a student copy and the hyper-parameters): base width, ``depth`` blocks with a small MLP."""
+    from evar.encoders.atst_frame import PREFIX, FrameAST
+
+    torch.manual_seed(SEED)
+    model = FrameAST(768, depth, 12, mlp, 251)
+    with torch.no_grad():
+        for tensor in model.parameters():
+            tensor.normal_(0, 0.02)
+    teacher = {PREFIX + k: v for k, v in model.state_dict().items()}
+    student = {k.replace(".teacher.", ".student."): v.clone() for k, v in teacher.items()}
+    path = folder / "atstframe_base.ckpt"
+    torch.save({"state_dict": {**teacher, **student}, "hyper_parameters": {"arch": "base", "pos_type": "cut"},
+                "pytorch-lightning_version": "2.2.1"}, path)
+    return path, {}
+
+
 def _openl3(folder: Path) -> tuple[Path, dict]:
     """A torchopenl3 weight file (the network's state_dict with its STFT kernels and mel basis), random values."""
     from evar.encoders.openl3 import OpenL3Network
@@ -301,6 +319,7 @@ WRITERS: dict[str, Callable[[Path], tuple[Path | None, dict]]] = {
     "wav2clip": _wav2clip, "wav2clip_encoder": _wav2clip,
     "clap": _clap,
     "beats": _beats, "beats_plus": _beats, "m2d": _m2d, "dasheng": _dasheng,
+    "atst_frame": lambda folder: _atst_frame(folder, depth=12), "atst_frame_last": _atst_frame,  # 12 × 768 stacked
     "openl3_env": _openl3, "openl3_music": _openl3,
     **{name: _packaged(name) for name in PACKAGED},
     **{name: _hub(name) for name in HUB_ENCODERS},
@@ -323,6 +342,7 @@ def write_checkpoint(name: str, folder: str | Path, full_size: bool = False) -> 
         return _clap_full_size(folder)
     if full_size and name in ("beats", "beats_plus"):
         return _beats(folder, layers=12, ffn=3072)
-    if full_size and name in ("m2d", "dasheng"):  # the released ViT-B: 12 blocks, MLP 3072
-        return {"m2d": _m2d, "dasheng": _dasheng}[name](folder, depth=12, mlp=3072)
+    if full_size and name in ("m2d", "dasheng", "atst_frame", "atst_frame_last"):  # ViT-B: 12 blocks, MLP 3072
+        return {"m2d": _m2d, "dasheng": _dasheng, "atst_frame": _atst_frame,
+                "atst_frame_last": _atst_frame}[name](folder, depth=12, mlp=3072)
     return WRITERS[name](folder)

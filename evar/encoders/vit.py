@@ -80,11 +80,12 @@ class Block(nn.Module):
     """Pre-norm transformer block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``."""
 
     def __init__(
-        self, dim: int, num_heads: int, mlp_hidden: int | None = None, eps: float = 1e-6, k_bias_zero: bool = False
+        self, dim: int, num_heads: int, mlp_hidden: int | None = None, eps: float = 1e-6, k_bias_zero: bool = False,
+        qkv_bias: bool = True,
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=eps)
-        self.attn = Attention(dim, num_heads, k_bias_zero=k_bias_zero)
+        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, k_bias_zero=k_bias_zero)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, mlp_hidden or 4 * dim)
 
