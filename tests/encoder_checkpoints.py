@@ -10,6 +10,7 @@ A registered encoder missing here raises KeyError, so a new encoder cannot silen
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -267,6 +268,31 @@ def _atst_frame(folder: Path, depth: int = 1, mlp: int = 64) -> tuple[Path, dict
     return path, {}
 
 
+def _eat(folder: Path, depth: int = 1, mlp: int = 64) -> tuple[Path, dict]:
+    """An EAT hub folder as the hub holds it (``config.json`` with model_type eat, ``model.safetensors`` with the
+    ``model.*`` keys of EATModel): base width, ``depth`` blocks with a small MLP, the sine-cosine positions random."""
+    from safetensors.torch import save_file
+
+    from evar.encoders.eat import EATBackbone
+
+    torch.manual_seed(SEED)
+    model = EATBackbone(768, depth, 12, mlp, 16, 768 * 8, 1e-6, True)
+    with torch.no_grad():
+        for tensor in model.parameters():
+            tensor.normal_(0, 0.02)
+        for module in model.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.weight.fill_(1.0)
+    out = folder / "eat"
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({"model." + k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
+    (out / "config.json").write_text(json.dumps({"model_type": "eat", "architectures": ["EATModel"], "embed_dim": 768,
+                                                 "depth": depth, "num_heads": 12, "model_variant": "pretrain",
+                                                 "layer_norm_first": False, "norm_eps": 1e-6, "qkv_bias": True,
+                                                 "fixed_positions": True, "max_length": 768}))
+    return out, {}
+
+
 def _openl3(folder: Path) -> tuple[Path, dict]:
     """A torchopenl3 weight file (the network's state_dict with its STFT kernels and mel basis), random values."""
     from evar.encoders.openl3 import OpenL3Network
@@ -319,7 +345,7 @@ WRITERS: dict[str, Callable[[Path], tuple[Path | None, dict]]] = {
     "wav2clip": _wav2clip, "wav2clip_encoder": _wav2clip,
     "clap": _clap,
     "beats": _beats, "beats_plus": _beats, "m2d": _m2d, "dasheng": _dasheng,
-    "atst_frame": lambda folder: _atst_frame(folder, depth=12), "atst_frame_last": _atst_frame,  # 12 × 768 stacked
+    "eat": _eat, "atst_frame": lambda folder: _atst_frame(folder, depth=12), "atst_frame_last": _atst_frame,  # 12 × 768 stacked
     "openl3_env": _openl3, "openl3_music": _openl3,
     **{name: _packaged(name) for name in PACKAGED},
     **{name: _hub(name) for name in HUB_ENCODERS},
