@@ -368,7 +368,7 @@ def write_checkpoint(name: str, folder: str | Path, full_size: bool = False) -> 
         return _clap_full_size(folder)
     if full_size and name in ("beats", "beats_plus"):
         return _beats(folder, layers=12, ffn=3072)
-    if full_size and name in ("m2d", "dasheng", "atst_frame", "atst_frame_last"):  # ViT-B: 12 blocks, MLP 3072
-        return {"m2d": _m2d, "dasheng": _dasheng, "atst_frame": _atst_frame,
-                "atst_frame_last": _atst_frame}[name](folder, depth=12, mlp=3072)
+    if full_size and name in ("m2d", "dasheng", "atst_frame", "atst_frame_last", "eat"):  # ViT-B: 12 × MLP 3072
+        return {"m2d": _m2d, "dasheng": _dasheng, "atst_frame": _atst_frame, "atst_frame_last": _atst_frame,
+                "eat": _eat}[name](folder, depth=12, mlp=3072)
     return WRITERS[name](folder)
