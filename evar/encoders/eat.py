@@ -3,7 +3,7 @@ folders (``worstchan/EAT-base_epoch30_pretrain`` and the other EAT uploads) with
 
 Re-implemented from the hub model's own code (``configuration_eat.py``, ``modeling_eat.py``, ``eat_model.py``,
 ``model_core.py``) and EVAR's ``AR_EAT`` (nttcslab/eval-audio-repr 88ba772), loading the folder's
-``model.safetensors`` (keys ``model.*`` of ``EATModel``) strictly with its ``config.json``. As EVAR: each clip minus
+``model.safetensors`` (or ``pytorch_model.bin``; keys ``model.*`` of ``EATModel``) strictly with its ``config.json``. As EVAR: each clip minus
 its mean → Kaldi fbank (128 mel bins, Hanning, 25 / 10 ms, no dither) → zero-padded or cut to 1024 frames (10.24 s)
 → ``(x + 4.268) / (4.569 · 2)`` → 16 × 16 patches (time-major tokens ``t · 8 + f``) plus the fixed 2-D sine-cosine
 positions (frequency half first, as the code builds them; stored in the checkpoint) → one extra (CLS) token in front
@@ -142,18 +142,22 @@ def load_eat_folder(folder: str | Path, source: dict[str, Any] | None = None) ->
     from safetensors.torch import load_file
 
     from evar.encoders.hf import weights_digest
-    from evar.encoders.weights import check_state_dict
+    from evar.encoders.weights import check_state_dict, load_checkpoint
 
     folder = Path(folder).expanduser()
-    config_path, weights_path = folder / "config.json", folder / "model.safetensors"
-    if not config_path.is_file() or not weights_path.is_file():
-        raise EvarError(f"{folder}: an EAT folder holds config.json and model.safetensors (the hub's files)")
+    config_path = folder / "config.json"
+    weights_path = next((folder / name for name in ("model.safetensors", "pytorch_model.bin")
+                         if (folder / name).is_file()), None)
+    if not config_path.is_file() or weights_path is None:
+        raise EvarError(f"{folder}: an EAT folder holds config.json and model.safetensors (or pytorch_model.bin)")
     config = json.loads(config_path.read_text())
     if config.get("model_type") != "eat":
         raise EvarError(f"{config_path}: model_type {config.get('model_type')!r}, not an EAT configuration")
     if config.get("layer_norm_first", False) or not config.get("fixed_positions", True):
         raise EvarError(f"{config_path}: only EAT's released layout (post-norm blocks, fixed positions) is supported")
-    state = load_file(str(weights_path))
+    state = load_file(str(weights_path)) if weights_path.suffix == ".safetensors" else load_checkpoint(weights_path)
+    if not isinstance(state, dict):
+        raise EvarError(f"{weights_path}: not a state dict")
     own = {k[len(PREFIX):]: v for k, v in state.items() if k.startswith(PREFIX)}
     if config.get("model_variant", "pretrain") == "finetune":  # the classifier head is not an embedding
         own = {k: v for k, v in own.items() if not k.startswith(("fc_norm.", "head."))}
@@ -190,7 +194,8 @@ def build_eat(weights: str | None = None, allow_download: bool = True) -> EATEnc
     try:
         from huggingface_hub import snapshot_download
 
-        folder = snapshot_download(model_id, revision=revision, allow_patterns=["config.json", "*.safetensors"])
+        folder = snapshot_download(model_id, revision=revision,
+                                   allow_patterns=["config.json", "*.safetensors", "pytorch_model.bin"])
     except Exception as exc:  # network, unknown id, gated repository
         raise EvarError(f"eat: cannot fetch {model_id} from the hub ({exc}); give --weights FOLDER") from exc
     return load_eat_folder(folder, source_record(model_id, revision))
