@@ -206,3 +206,16 @@ def test_stats_measured_in_pieces_equal_whole_batches(task, byola512_weights: Pa
     assert pieces == pytest.approx(whole, rel=1e-6)
     single = stats_pass.measure_stats(encoder, task, 5.0, batch_size=16)  # one batch differs from two
     assert single != pytest.approx(whole, rel=1e-6)
+
+
+def test_inference_copy_folds_cnn14s_declared_pairs_and_keeps_bn0(tmp_path: Path) -> None:
+    from encoder_checkpoints import write_checkpoint
+
+    weights, options = write_checkpoint("cnn14", tmp_path)
+    encoder = evar.create_encoder("cnn14", weights=str(weights), **options)
+    fast = inference.optimised_for_inference(encoder)
+    kept = [m for m in fast.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert fast is not encoder and len(kept) == 1 and kept[0] is fast.net.bn0  # bn0 normalises mel bins: kept
+    wav = 0.1 * torch.randn(2, 32000, generator=torch.Generator().manual_seed(0))
+    expected = encoder.embed(wav)
+    np.testing.assert_allclose(fast.embed(wav), expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))

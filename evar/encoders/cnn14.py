@@ -89,6 +89,9 @@ class PannsLogMel(nn.Module):
 class ConvBlock(nn.Module):
     """Two 3x3 conv + BN + ReLU, then 2-D average pooling (PANNs' ``ConvBlock``)."""
 
+    #: what the inference copy folds (evar.embeddings.inference)
+    conv_bn_pairs = (("conv1", "bn1"), ("conv2", "bn2"))
+
     def __init__(self, in_ch: int, out_ch: int) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False)
