@@ -38,6 +38,8 @@ PREFIX = "model.teacher.encoder."
 SAMPLE_RATE, N_FFT, HOP, N_MELS, F_MIN, F_MAX = 16000, 1024, 160, 64, 60.0, 7800.0
 TOP_DB, DB_MIN, DB_MAX = 80.0, -79.6482, 50.6842
 CHUNK_FRAMES = 1001  # 10 s: the position embedding's length
+#: attention heads of the released sizes (FrameAST_small / FrameAST_base fix them; the state dict does not say)
+HEADS = {("small", 384): 6, ("base", 768): 12}
 PATCH_FRAMES = 4
 
 
@@ -131,8 +133,9 @@ class ATSTFrameEncoder(Encoder):
 
 
 def load_atst_frame(path: str, layer: str = "stack") -> ATSTFrameEncoder:
-    """An audiossl ATST-Frame Lightning checkpoint: the teacher encoder's tensors, sizes from them, strictly."""
-    checkpoint = load_checkpoint(path)
+    """An audiossl ATST-Frame Lightning checkpoint: the teacher encoder's tensors, sizes from them (heads from
+    ``hyper_parameters``: ``arch`` small 6, base 12, or an explicit ``num_heads``), strictly."""
+    checkpoint = load_checkpoint(path, allow_numpy=True)  # Lightning files can hold numpy scalars (callbacks)
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
         raise EvarError(f"{path}: not an ATST-Frame checkpoint (expected a Lightning file with a 'state_dict')")
@@ -141,9 +144,11 @@ def load_atst_frame(path: str, layer: str = "stack") -> ATSTFrameEncoder:
         raise EvarError(f"{path}: no ATST-Frame teacher encoder ({PREFIX}pos_embed, "
                         f"{PREFIX}patch_embed.patch_embed.weight) among {len(state)} tensors")
     dim = own["pos_embed"].shape[-1]
+    hyper = checkpoint.get("hyper_parameters") or {}
+    heads = int(hyper.get("num_heads") or HEADS.get((hyper.get("arch"), dim), dim // 64))
     try:
         depth, mlp_hidden = block_geometry(own)
-        backbone = FrameAST(dim, depth, dim // 64, mlp_hidden, own["pos_embed"].shape[1])
+        backbone = FrameAST(dim, depth, heads, mlp_hidden, own["pos_embed"].shape[1])
     except (ValueError, RuntimeError) as exc:
         raise EvarError(f"{path}: not a loadable ATST-Frame checkpoint ({exc})") from exc
     sha256 = load_weights(backbone, path, "loadable ATST-Frame", own)

@@ -129,12 +129,32 @@ def weights_status(spec: WeightFile) -> str:
     return "cached" if (weights_cache_dir() / spec.filename).is_file() else "not downloaded"
 
 
-def load_checkpoint(path: str | Path):
-    """Read a ``torch.save`` file safely (``weights_only=True``: tensors and plain containers only)."""
+def _numpy_data_globals() -> list:
+    """numpy's data-only reconstructors (scalars, arrays, dtypes) under the names old and new numpy pickle them."""
+    import numpy as np
+
+    core = np._core if hasattr(np, "_core") else np.core
+    items: list = [np.ndarray, np.dtype]
+    for name in ("scalar", "_reconstruct"):
+        function = getattr(core.multiarray, name)
+        items += [(function, f"numpy.core.multiarray.{name}"), (function, f"numpy._core.multiarray.{name}")]
+    items += [type(np.dtype(kind)) for kind in ("float64", "float32", "float16", "int64", "int32", "int8", "uint8",
+                                                "bool")]
+    return items
+
+
+def load_checkpoint(path: str | Path, allow_numpy: bool = False):
+    """Read a ``torch.save`` file safely (``weights_only=True``: tensors and plain containers only).
+
+    ``allow_numpy`` also admits numpy scalars, arrays and dtypes (data, no code: what PyTorch Lightning's callback
+    states and logged metrics leave in training checkpoints)."""
     path = Path(path)
     if not path.is_file():
         raise EvarError(f"{path}: checkpoint file not found")
     try:
+        if allow_numpy:
+            with torch.serialization.safe_globals(_numpy_data_globals()):
+                return torch.load(path, map_location="cpu", weights_only=True)
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc)) or re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(exc))
