@@ -150,7 +150,7 @@ def probe(task: str, model: str | ModelChoice, settings: Any = None,
     layers = fused_layers(model, encoder)
     label = model_label(model.name, layers)
     X = embed_task(encoder, prepared, label, run)
-    skipped = skipped_clips(prepared, encoder, label, run.dtype)
+    skipped = skipped_clips(prepared, encoder, label, run.dtype, autocast=run.autocast)
     names, scores, recorded = _clip_rounds(X, prepared, encoder, settings, run, skipped)
     result = Result(protocol_name(settings), task, model.name, layer_names(layers), prepared.spec.metric, names,
                     list(settings.seeds), scores, recorded, weights_field(model.name, model.weights),
@@ -268,6 +268,8 @@ def _clip_rounds(X: np.ndarray, task: Task, encoder: Encoder, settings: Any, run
                                    for r in range(len(names))]
     if run.dtype != "float32":
         recorded["embedding_dtype"] = run.dtype
+    if run.autocast:
+        recorded["autocast"] = run.autocast
     return names, scores, recorded
 
 
@@ -292,6 +294,8 @@ def linear_settings(task: Task, encoder_config: dict, settings: LinearSettings, 
                 "device": run.device, "skipped_files": sorted(skipped or {}), "linear_mode": settings.mode}
     if run.dtype != "float32":  # float32 rows read as before
         recorded["embedding_dtype"] = run.dtype
+    if run.autocast:
+        recorded["autocast"] = run.autocast
     return recorded
 
 

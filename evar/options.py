@@ -18,6 +18,7 @@ from evar.errors import EvarError
 
 ON_ERROR = ("fail", "skip")
 DTYPES = ("float32", "float16")
+AUTOCASTS = ("bfloat16", "float16")
 LINEAR_MODES = ("evar", "clean")
 SED_LOSSES = ("bce", "afl", "soft_f1")
 KNN_METRICS = ("cosine", "euclidean")
@@ -61,7 +62,9 @@ class RunOptions:
     """How a run executes, not what it computes (never part of a job's identity).
 
     ``batch_size`` None holds about 32 s of audio per encoder batch; ``on_error`` says what a bad audio file
-    does (stop, or skip it and report); ``dtype`` is the storage type of cached embeddings.
+    does (stop, or skip it and report); ``dtype`` is the storage type of cached embeddings; ``autocast``
+    (``bfloat16`` or ``float16``) runs the encoders under ``torch.autocast`` on the device — a different computation,
+    so its embeddings are cached apart from float32 ones.
     """
 
     device: str = "cpu"
@@ -70,12 +73,15 @@ class RunOptions:
     on_error: str = "fail"
     progress: bool = True
     dtype: str = "float32"
+    autocast: str | None = None
 
     def __post_init__(self) -> None:
         if self.on_error not in ON_ERROR:
             raise EvarError(f"on_error must be one of {ON_ERROR}, got {self.on_error!r}")
         if self.dtype not in DTYPES:
             raise EvarError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.autocast not in (None, *AUTOCASTS):
+            raise EvarError(f"autocast must be one of {AUTOCASTS} (or unset), got {self.autocast!r}")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from evar.embeddings import datasets, inference
 from evar.embeddings import stats as stats_pass
 from evar.embeddings.cache import cache_folder, embed_task
 from evar.encoders.melspec import MelSpecEncoder
-from evar.errors import AudioError
+from evar.errors import AudioError, EvarError
 from evar.synth.trees import make_esc50_tree
 from evar.options import RunOptions
 
@@ -219,3 +219,17 @@ def test_inference_copy_folds_cnn14s_declared_pairs_and_keeps_bn0(tmp_path: Path
     wav = 0.1 * torch.randn(2, 32000, generator=torch.Generator().manual_seed(0))
     expected = encoder.embed(wav)
     np.testing.assert_allclose(fast.embed(wav), expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
+
+
+def test_autocast_embeddings_are_cached_apart_and_close_to_float32(task, byola512_weights: Path) -> None:
+    """--autocast bfloat16 (the GPU path, run here on CPU): its own cache entry, within bfloat16 of float32."""
+    encoder = evar.load_encoder("byola", weights=str(byola512_weights))
+    plain = embed_task(encoder, task, "byola", RunOptions(progress=False))
+    half = embed_task(encoder, task, "byola", RunOptions(progress=False, autocast="bfloat16"))
+    assert not np.array_equal(plain, half)  # computed again, in bfloat16
+    np.testing.assert_allclose(half, plain, rtol=0.05, atol=0.05 * float(np.abs(plain).max()))
+    first, _ = cache_folder(encoder, task, "byola", task.spec.unit_sec, 42)
+    second, material = cache_folder(encoder, task, "byola", task.spec.unit_sec, 42, autocast="bfloat16")
+    assert first != second and material["autocast"] == "bfloat16" and (second / "manifest.json").is_file()
+    with pytest.raises(EvarError, match="autocast must be one of"):
+        RunOptions(autocast="int8")

@@ -52,6 +52,14 @@ def test_a_rerun_from_the_cache_says_so_with_what_computing_took(recorded: Path,
     assert run["cost"] == json.loads(recorded.read_text())["provenance"]["cost"]
 
 
+def test_an_autocast_run_records_its_compute_type(recorded: Path, evar_dirs: Path) -> None:
+    assert main(["probe", "--task", "esc50", "--model", "melspec", "--max-epochs", "3", "--autocast", "bfloat16"]) == 0
+    (again,) = set((evar_dirs / "results" / "records").glob("*.json")) - {recorded}
+    record = json.loads(again.read_text())
+    assert record["provenance"]["compute_dtype"] == "bfloat16" and record["run"]["settings"]["autocast"] == "bfloat16"
+    assert record["provenance"]["embeddings"] == {"cached": False}  # not the float32 cache entry
+
+
 @pytest.mark.parametrize("tamper, message", [
     (lambda r: r["run"].update(score=0.99), "does not follow from the fold scores"),
     (lambda r: r["run"]["fold_scores"].pop(), "4 round(s) of scores for n_folds 5"),

@@ -84,6 +84,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-workers", type=NON_NEGATIVE_INT, default=0, help="DataLoader worker processes for audio decoding")
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32",
                    help="storage type of cached task embeddings (float16: half the disk and memory)")
+    p.add_argument("--autocast", choices=["bfloat16", "float16"], default=None,
+                   help="run the encoder under torch.autocast (e.g. bfloat16 on a GPU); cached apart from float32")
     p.add_argument("--on-error", choices=["fail", "skip"], default="fail",
                    help="bad audio: stop (fail) or skip it and report (skip)")
 

@@ -61,7 +61,7 @@ def _file_signature(task: Task) -> str:
 
 
 def cache_folder(encoder: Encoder, task: Task, model_label: str, unit_sec: float, seed: int,
-                 root: Path | None = None, dtype: str = "float32") -> tuple[Path, dict]:
+                 root: Path | None = None, dtype: str = "float32", autocast: str | None = None) -> tuple[Path, dict]:
     """The folder for these embeddings and the material its key hashes."""
     material = {"encoder": encoder.config(), "task": task.name, "files": _file_signature(task),
                 "unit_sec": unit_sec, "crop_seed": seed}
@@ -69,6 +69,8 @@ def cache_folder(encoder: Encoder, task: Task, model_label: str, unit_sec: float
         material["stats_order"] = "evar-pass1" if getattr(encoder, "evar_init_words", None) is not None else "seeded"
     if dtype != "float32":  # float32 keys stay those of earlier versions
         material["dtype"] = dtype
+    if autocast:
+        material["autocast"] = autocast
     key = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:16]
     safe_label = "".join(c if c.isalnum() or c in "-_.," else "_" for c in model_label)
     return Path(root or embeddings_dir()) / task.name / f"{safe_label}-{key}", material
@@ -145,7 +147,7 @@ def embed_task(encoder: Encoder, task: Task, model_label: str, run: RunOptions =
     every shard has finished.
     """
     unit_sec = task.spec.unit_sec
-    folder, material = cache_folder(encoder, task, model_label, unit_sec, seed, root, run.dtype)
+    folder, material = cache_folder(encoder, task, model_label, unit_sec, seed, root, run.dtype, run.autocast)
     cached = _cached_embeddings(folder, task, encoder, run.on_error)
     if cached is None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -153,7 +155,7 @@ def embed_task(encoder: Encoder, task: Task, model_label: str, run: RunOptions =
             cached = _cached_embeddings(folder, task, encoder, run.on_error)  # another run may have finished them
             if cached is None:
                 return _compute(encoder, task, folder, material, model_label, run, seed, shard)
-    _note_cached(folder / "manifest.json", encoder, unit_sec)
+    _note_cached(folder / "manifest.json", encoder, unit_sec, run.autocast)
     return cached
 
 
@@ -166,13 +168,14 @@ def _cost(manifest_path: Path, encoder: Encoder, unit_sec: float) -> dict:
     return manifest["cost"]
 
 
-def _note_cached(manifest_path: Path, encoder: Encoder, unit_sec: float) -> None:
+def _note_cached(manifest_path: Path, encoder: Encoder, unit_sec: float, autocast: str | None = None) -> None:
     """Tell the run clock that the embeddings were reused, with what computing them took."""
     if provenance.current() is None:
         return
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     provenance.note(embeddings={"cached": True, "computed": manifest.get("computed")},
-                    cost=_cost(manifest_path, encoder, unit_sec), compute_dtype=provenance.parameter_dtype(encoder))
+                    cost=_cost(manifest_path, encoder, unit_sec),
+                    compute_dtype=autocast or provenance.parameter_dtype(encoder))
 
 
 def _cached_embeddings(folder: Path, task: Task, encoder: Encoder, on_error: str) -> np.ndarray | None:
@@ -240,7 +243,7 @@ def _compute(encoder: Encoder, task: Task, folder: Path, material: dict, model_l
             encoder.set_stats(*manifest["stats"])
         if provenance.current() is not None:
             provenance.note(embeddings={"cached": False}, cost=_cost(manifest_path, encoder, unit_sec),
-                            compute_dtype=provenance.parameter_dtype(encoder))
+                            compute_dtype=run.autocast or provenance.parameter_dtype(encoder))
         if todo:
             started = time.perf_counter()
             _embed_chunks(optimised_for_inference(encoder), task, todo, parts_dir, manifest_path,
@@ -259,12 +262,18 @@ def _compute(encoder: Encoder, task: Task, folder: Path, material: dict, model_l
     return _assemble_when_complete(folder, n_chunks, n_rows, shard)
 
 
+def autocast_context(run: RunOptions):
+    """``torch.autocast`` on the run's device with ``run.autocast``, or nothing (float32)."""
+    return torch.autocast(torch.device(run.device).type, dtype=getattr(torch, run.autocast or "bfloat16"),
+                          enabled=run.autocast is not None)
+
+
 def skipped_clips(task: Task, encoder: Encoder, model_label: str, dtype: str = "float32", seed: int = 42,
-                  root: Path | None = None) -> dict[str, str]:
+                  root: Path | None = None, autocast: str | None = None) -> dict[str, str]:
     """Files left out of these embeddings, with the reason: dropped when the task was prepared
     (``evar prepare --on-error skip``) or unreadable while embedding (``--on-error skip``)."""
     skipped = {str(p["file"]): str(p["reason"]) for p in task.info.get("skipped", [])}
-    folder, _ = cache_folder(encoder, task, model_label, task.spec.unit_sec, seed, root, dtype)
+    folder, _ = cache_folder(encoder, task, model_label, task.spec.unit_sec, seed, root, dtype, autocast)
     manifest = folder / "manifest.json"
     if manifest.is_file():
         skipped.update(json.loads(manifest.read_text()).get("skipped", {}))
@@ -295,8 +304,9 @@ def _embed_chunks(encoder: Encoder, task: Task, chunks: list[int], parts_dir: Pa
         dataset = ClipDataset([paths[i] for i in rows], encoder.sample_rate, unit_samples, crop[rows], seed,
                               run.on_error, keys=list(files.iloc[rows]), store=store)
         outputs, skipped = [], {}
-        batches = iter(ordered_loader(dataset, run.batch_size, run.num_workers))
-        with torch.inference_mode():
+        batches = iter(ordered_loader(dataset, run.batch_size, run.num_workers,
+                                      pin_memory=run.device.startswith("cuda")))
+        with torch.inference_mode(), autocast_context(run):
             while True:
                 with provenance.stage("decode"):
                     batch = next(batches, None)

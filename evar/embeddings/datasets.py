@@ -89,10 +89,12 @@ class AudioStore:
         self.path.unlink(missing_ok=True)
 
 
-def ordered_loader(dataset: Dataset, batch_size: int, num_workers: int, shuffle: bool = False, seed: int = 0) -> DataLoader:
+def ordered_loader(dataset: Dataset, batch_size: int, num_workers: int, shuffle: bool = False, seed: int = 0,
+                   pin_memory: bool = False) -> DataLoader:
+    """Batches in order (or shuffled by ``seed``); ``pin_memory`` for fast copies to a GPU."""
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
-                      generator=generator, persistent_workers=False)
+                      generator=generator, persistent_workers=False, pin_memory=pin_memory)
 
 
 def cache_write_error(path: Path, exc: OSError) -> EvarError:

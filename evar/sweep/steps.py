@@ -44,7 +44,8 @@ def embed_step(job_spec: dict, run: RunOptions, env: dict[str, str]) -> tuple[np
         encoder = model.build(run.device)
         layers = fused_layers(model, encoder)
         X = api_embed(model, job.task, run=run, encoder=encoder)
-    skipped = skipped_clips(load_task(job.task), encoder, model_label(job.model, layers), run.dtype)
+    skipped = skipped_clips(load_task(job.task), encoder, model_label(job.model, layers), run.dtype,
+                            autocast=run.autocast)
     info = {"layers": [str(l) for l in layers], "config": encoder.config(), "weights_sha256": encoder.weights_sha256,
             "skipped": skipped, "evar_init_words": getattr(encoder, "evar_init_words", None),
             "needs_stats": encoder.needs_stats, "provenance": clock.summary()}
