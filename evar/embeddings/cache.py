@@ -148,47 +148,51 @@ def embed_task(encoder: Encoder, task: Task, model_label: str, run: RunOptions =
     """
     unit_sec = task.spec.unit_sec
     folder, material = cache_folder(encoder, task, model_label, unit_sec, seed, root, run.dtype, run.autocast)
-    cached = _cached_embeddings(folder, task, encoder, run.on_error)
+    cached, manifest = _cached_embeddings(folder, task, encoder, run.on_error)
     if cached is None:
         folder.mkdir(parents=True, exist_ok=True)
         with _compute_lock(folder, shard):
-            cached = _cached_embeddings(folder, task, encoder, run.on_error)  # another run may have finished them
+            # another run may have finished them while this one waited for the lock
+            cached, manifest = _cached_embeddings(folder, task, encoder, run.on_error)
             if cached is None:
                 return _compute(encoder, task, folder, material, model_label, run, seed, shard)
-    _note_cached(folder / "manifest.json", encoder, unit_sec, run.autocast)
+    _note_cached(folder / "manifest.json", manifest, encoder, unit_sec, run.autocast)
     return cached
 
 
-def _cost(manifest_path: Path, encoder: Encoder, unit_sec: float) -> dict:
-    """The encoder's cost on one clip of the task (counted once, kept in the manifest)."""
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+def _cost(manifest_path: Path, encoder: Encoder, unit_sec: float, manifest: dict | None = None) -> dict:
+    """The encoder's cost on one clip of the task (counted once, kept in the manifest; ``manifest``: already read)."""
+    if manifest is None:
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     if not manifest.get("cost"):
         manifest["cost"] = provenance.count_cost(encoder, unit_sec)
         _update_manifest(manifest_path, {"cost": manifest["cost"]})
     return manifest["cost"]
 
 
-def _note_cached(manifest_path: Path, encoder: Encoder, unit_sec: float, autocast: str | None = None) -> None:
+def _note_cached(manifest_path: Path, manifest: dict, encoder: Encoder, unit_sec: float,
+                 autocast: str | None = None) -> None:
     """Tell the run clock that the embeddings were reused, with what computing them took."""
     if provenance.current() is None:
         return
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     provenance.note(embeddings={"cached": True, "computed": manifest.get("computed")},
-                    cost=_cost(manifest_path, encoder, unit_sec),
+                    cost=_cost(manifest_path, encoder, unit_sec, manifest),
                     compute_dtype=autocast or provenance.parameter_dtype(encoder))
 
 
-def _cached_embeddings(folder: Path, task: Task, encoder: Encoder, on_error: str) -> np.ndarray | None:
-    """The finished embeddings when present and whole, with the encoder's statistics set from the manifest.
+def _cached_embeddings(folder: Path, task: Task, encoder: Encoder, on_error: str
+                       ) -> tuple[np.ndarray | None, dict]:
+    """The finished embeddings when present and whole (else None) and the manifest, read once; the encoder's
+    statistics are set from it.
 
     Under ``on_error='fail'`` a cache that left files out (computed with ``skip``) is refused, naming them."""
     final, manifest_path = folder / "embeddings.npy", folder / "manifest.json"
     if not final.is_file():
-        return None
+        return None, {}
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     X = _load_checked(final, len(task), manifest)
     if X is None:
-        return None
+        return None, manifest
     skipped = manifest.get("skipped") or {}
     if skipped and on_error == "fail":
         shown = "; ".join(f"{f}: {r}" for f, r in list(sorted(skipped.items()))[:3])
@@ -198,7 +202,7 @@ def _cached_embeddings(folder: Path, task: Task, encoder: Encoder, on_error: str
                         "that, or fix the files (changed files are embedded again)")
     if encoder.needs_stats and manifest.get("stats"):
         encoder.set_stats(*manifest["stats"])
-    return X
+    return X, manifest
 
 
 @contextlib.contextmanager
