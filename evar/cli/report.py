@@ -16,9 +16,11 @@ def add_leaderboard(sub) -> None:
     p.add_argument("--protocol", default="linear", help="linear (default), mlp, knn, fewshot, zeroshot, retrieval, finetune or sed")
     p.add_argument("--tasks", help="comma-separated tasks, in column order (default: every task with results)")
     p.add_argument("--models", help="comma-separated models or labels, in row order, e.g. byola,cnn14+2,5")
-    p.add_argument("--groups", action="store_true", help="add SER / NOSS / Music average columns")
+    p.add_argument("--groups", action="store_true",
+                   help="add SER / NOSS / Music average columns (tables; the html page filters groups itself)")
     p.add_argument("--compare-published", action="store_true",
-                   help="beside each cell, the number the original paper reports (evar/published.csv)")
+                   help="beside each cell, the number the original paper reports (evar/published.csv; the html page "
+                        "always shows it)")
     p.add_argument("--published-source", help="prefer published rows whose source contains this text")
     p.add_argument("--all-runs", action="store_true", help="list every run, not only the latest of each")
     p.add_argument("--digits", type=NON_NEGATIVE_INT, default=1, help="decimals of the percentages (default 1)")
