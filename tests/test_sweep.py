@@ -169,3 +169,10 @@ def test_ray_backend_without_ray_names_the_extra(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(EvarError, match=r"pip install evar-bench\[ray\]"):
         run_sweep(make_grid(["melspec"], ["esc50"]), backend="ray")
     assert JobStore().read(make_grid(["melspec"], ["esc50"])[0].id)["state"] == "pending"
+
+
+def test_a_sweep_refuses_autocast_it_could_not_tell_apart(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "sweeps")
+    with pytest.raises(EvarError, match="evar sweep does not take --autocast yet"):
+        run_sweep(make_grid(["melspec"], ["esc50"]), "local", RunOptions(autocast="bfloat16"), store=store)
+    assert not (tmp_path / "sweeps").exists()  # refused before any record is written

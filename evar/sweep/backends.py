@@ -253,6 +253,9 @@ def run_sweep(jobs: Sequence[Job], backend: str | LocalBackend | RayBackend = "l
 
     check_writable()
     run, store = run or RunOptions(), store or JobStore()
+    if run.autocast:  # a job's identity is what it computes; autocast would change it without changing the id
+        raise EvarError("evar sweep does not take --autocast yet (its job records would not tell autocast runs from "
+                        "float32 ones); run evar embed / evar probe with --autocast instead")
     jobs = list({j.id: j for j in jobs}.values())
     ident = store.save_sweep(jobs)
     todo, skipped, busy = [], [], []
