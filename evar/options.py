@@ -25,6 +25,11 @@ KNN_METRICS = ("cosine", "euclidean")
 FEWSHOT_CLASSIFIERS = ("logistic", "centroid")
 
 
+def naming_seed(seeds) -> tuple[int, ...]:
+    """The one seed of a deterministic protocol (it only names the run): the first given, else 42."""
+    return tuple(int(s) for s in seeds)[:1] or (42,)
+
+
 @dataclass(frozen=True)
 class ModelChoice:
     """An encoder to evaluate: registered ``name`` (or ``prefix:arg``), checkpoint, layers to fuse, factory options.
@@ -154,7 +159,7 @@ class KnnSettings:
     seeds: tuple[int, ...] = (42,)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds)[:1] or (42,))
+        object.__setattr__(self, "seeds", naming_seed(self.seeds))
         if self.k < 1:
             raise EvarError(f"k must be at least 1, got {self.k}")
         if self.metric not in KNN_METRICS:
@@ -198,7 +203,7 @@ class ZeroShotSettings:
     seeds: tuple[int, ...] = (42,)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds)[:1] or (42,))
+        object.__setattr__(self, "seeds", naming_seed(self.seeds))
         if self.template.count("{}") != 1:
             raise EvarError(f"the caption template needs one {{}} for the class, got {self.template!r}")
 
@@ -213,7 +218,7 @@ class RetrievalSettings:
     seeds: tuple[int, ...] = (42,)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds)[:1] or (42,))
+        object.__setattr__(self, "seeds", naming_seed(self.seeds))
         if self.text_batch < 1:
             raise EvarError(f"text_batch must be at least 1, got {self.text_batch}")
 

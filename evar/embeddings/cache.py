@@ -246,7 +246,7 @@ def _compute(encoder: Encoder, task: Task, folder: Path, material: dict, model_l
                     store.close_for_reading()
             encoder.set_stats(*manifest["stats"])
         if provenance.current() is not None:
-            provenance.note(embeddings={"cached": False}, cost=_cost(manifest_path, encoder, unit_sec),
+            provenance.note(embeddings={"cached": False}, cost=_cost(manifest_path, encoder, unit_sec, manifest),
                             compute_dtype=run.autocast or provenance.parameter_dtype(encoder))
         if todo:
             started = time.perf_counter()

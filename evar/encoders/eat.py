@@ -138,11 +138,11 @@ class EATEncoder(Encoder):
 
 
 def load_eat_folder(folder: str | Path, source: dict[str, Any] | None = None) -> EATEncoder:
-    """An EAT hub folder (``config.json`` + ``model.safetensors``), loaded strictly without its code."""
+    """An EAT hub folder (``config.json`` + ``model.safetensors``), loaded strictly without its code; ``source``:
+    the hub id and revision it came from (default: the folder); the record's sha256 is the loaded file's."""
     from safetensors.torch import load_file
 
-    from evar.encoders.hf import weights_digest
-    from evar.encoders.weights import check_state_dict, load_checkpoint
+    from evar.encoders.weights import load_checkpoint, load_weights
 
     folder = Path(folder).expanduser()
     config_path = folder / "config.json"
@@ -172,9 +172,8 @@ def load_eat_folder(folder: str | Path, source: dict[str, Any] | None = None) ->
                                bool(config.get("qkv_bias", True)))
     except (ValueError, RuntimeError) as exc:
         raise EvarError(f"{weights_path}: not a loadable EAT checkpoint ({exc})") from exc
-    check_state_dict(backbone, own, weights_path, "loadable EAT")
-    backbone.load_state_dict(own, strict=True)
-    record = source or {"model_id": str(folder.resolve()), "revision": "", "weights_sha256": weights_digest(folder)}
+    sha256 = load_weights(backbone, weights_path, "loadable EAT", own)
+    record = {**(source or {"model_id": str(folder.resolve()), "revision": ""}), "weights_sha256": sha256}
     return EATEncoder(backbone, record).eval()
 
 
@@ -183,7 +182,7 @@ def load_eat_folder(folder: str | Path, source: dict[str, Any] | None = None) ->
                               f"{DEFAULT_CHECKPOINT} (hub main)")
 def build_eat(weights: str | None = None, allow_download: bool = True) -> EATEncoder:
     """EAT from a hub folder (``--weights FOLDER``), or ``id[@revision]`` fetched from the hub (network)."""
-    from evar.encoders.hf import parse_model_id, source_record
+    from evar.encoders.hf import parse_model_id
 
     if weights is not None and Path(weights).expanduser().is_dir():
         return load_eat_folder(weights)
@@ -198,4 +197,4 @@ def build_eat(weights: str | None = None, allow_download: bool = True) -> EATEnc
                                    allow_patterns=["config.json", "*.safetensors", "pytorch_model.bin"])
     except Exception as exc:  # network, unknown id, gated repository
         raise EvarError(f"eat: cannot fetch {model_id} from the hub ({exc}); give --weights FOLDER") from exc
-    return load_eat_folder(folder, source_record(model_id, revision))
+    return load_eat_folder(folder, {"model_id": model_id, "revision": revision or ""})
