@@ -44,8 +44,8 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
 
 def add_probe(sub) -> None:
-    p = sub.add_parser("probe", help="evaluate frozen embeddings (linear: EVAR protocol; mlp, knn, fewshot); "
-                       "appends to results/scores.csv")
+    p = sub.add_parser("probe", help="evaluate frozen embeddings (linear: EVAR protocol; mlp, knn, fewshot, "
+                       "zeroshot, retrieval); appends to results/scores.csv")
     add_model_options(p)
     p.add_argument("--task", required=True)
     p.add_argument("--protocol", choices=["linear", "mlp", "knn", "fewshot", "zeroshot", "retrieval"],
