@@ -4,6 +4,8 @@ batched problem."""
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 
@@ -27,22 +29,35 @@ def fit_logistic(X: torch.Tensor, y: torch.Tensor, n_classes: int, c: float, mas
     unpenalised). The problems are independent, so one L-BFGS on their sum reaches each one's optimum; it runs in
     float32 until the line search stalls or the gradient is below 1e-5, then at most ``refine_iter`` iterations in
     ``X``'s precision. When ``dim`` exceeds ``n``, the optimum lies in the span of the rows (the penalty only
-    grows outside it), so it is solved there, ``n`` wide: with ``Xᵀ = QR``, the rows' coordinates are ``Rᵀ``."""
+    grows outside it), so it is solved there, ``n`` wide, from the rows' Gram matrix (:func:`row_coordinates`)."""
     batch, rows, dim = X.shape
-    basis, Z = None, X
-    if dim > rows:
-        basis, R = torch.linalg.qr(X.transpose(1, 2))  # (batch, dim, n) orthonormal, (batch, n, n)
-        Z = R.transpose(1, 2)
-    width = Z.shape[2]
     mask = torch.ones(y.shape, dtype=X.dtype) if mask is None else mask.to(X.dtype)
+    Z, to_weights = (X, None) if dim <= rows else row_coordinates(X, mask)
+    width = Z.shape[2]
     design = torch.cat([Z, torch.ones(batch, rows, 1, dtype=X.dtype)], dim=2)
     weights = torch.zeros(batch, width + 1, n_classes, dtype=torch.float32)
     for dtype, iterations, tolerance in ((torch.float32, max_iter, 1e-5), (X.dtype, refine_iter, 1e-7)):
         weights = _lbfgs(design.to(dtype), y, mask.to(dtype), weights.to(dtype), c, iterations, tolerance)
     solved = weights.to(X.dtype)
-    if basis is None:
+    if to_weights is None:
         return solved
-    return torch.cat([basis @ solved[:, :width], solved[:, width:]], dim=1)
+    return torch.cat([to_weights(solved[:, :width]), solved[:, width:]], dim=1)
+
+
+def row_coordinates(X: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, Callable]:
+    """Coordinates ``Z (batch, n, n)`` of the rows in an orthonormal basis of their span, and the map from
+    weights ``V`` in that basis to weights in the original space. From the Cholesky factor of the Gram matrix
+    ``X Xᵀ = L Lᵀ``: ``Z = L``, basis ``Xᵀ L⁻ᵀ`` (a third of the work of a QR decomposition); where a Gram matrix
+    is singular or badly conditioned (repeated rows), from a QR decomposition of ``Xᵀ``.
+    Padding rows (mask 0) get a unit diagonal, so their coordinates stay out of the real rows' way."""
+    gram = X @ X.transpose(1, 2) + torch.diag_embed(1 - mask)
+    L, info = torch.linalg.cholesky_ex(gram)
+    pivots = torch.diagonal(L, dim1=1, dim2=2) ** 2
+    scale = (X * X).sum(2).amax(1, keepdim=True)
+    if bool((info == 0).all()) and bool((pivots > 1e-10 * scale).all()):
+        return L, lambda V: X.transpose(1, 2) @ torch.linalg.solve_triangular(L.transpose(1, 2), V, upper=True)
+    basis, R = torch.linalg.qr(X.transpose(1, 2))
+    return R.transpose(1, 2), lambda V: basis @ V
 
 
 def _lbfgs(design: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, start: torch.Tensor, c: float,
