@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from evar.embeddings.cache import embed_task, parse_shard, save_npy_atomic, skipped_clips
+from evar.embeddings.datasets import SharedDecoding
 from evar.embeddings.files import embed_files
 from evar.encoders import model_label
 from evar.encoders.base import Encoder, LayerFusion
@@ -31,11 +32,13 @@ from evar.tasks import Task, get_task_spec, load_task
 
 def embed(model: str | ModelChoice, task: str | None = None, files: Sequence[str | Path] | None = None,
           run: RunOptions = RunOptions(), encoder: Encoder | None = None, unit_sec: float | None = None,
-          stats: tuple[float, float] | None = None, shard: str | tuple[int, int] | None = None) -> np.ndarray | None:
+          stats: tuple[float, float] | None = None, shard: str | tuple[int, int] | None = None,
+          decoded: SharedDecoding | None = None) -> np.ndarray | None:
     """Embeddings of a prepared task (cached under ``embeddings/``) or of files (``unit_sec`` optional).
 
     ``stats`` fixes the normalisation statistics of encoders that need them when embedding files. ``shard``
     (``"i/n"``) computes one shard of a task's embeddings (None is returned until all shards are done).
+    ``decoded``: the task's clips decoded once for several encoders (:class:`SharedDecoding`, as sweeps do).
     """
     model = ModelChoice.of(model)
     encoder = encoder or model.build(run.device)
@@ -43,7 +46,7 @@ def embed(model: str | ModelChoice, task: str | None = None, files: Sequence[str
         if isinstance(shard, str):
             shard = parse_shard(shard)
         return embed_task(encoder, load_task(task), model_label(model.name, fused_layers(model, encoder)), run,
-                          shard=shard)
+                          shard=shard, decoded=decoded)
     if shard is not None:
         raise EvarError("--shard applies to a task's embeddings, not to files")
     embeddings, _ = embed_files(encoder, files or [], unit_sec, run, stats)

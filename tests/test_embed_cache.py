@@ -174,7 +174,7 @@ def test_stats_pass_audio_is_reused_and_matches_two_passes(task, byola512_weight
     two_pass.set_stats(*stats)
     dataset = datasets.ClipDataset(task.paths(), 16000, 80000, task.random_crop_rows(), 42,
                                        keys=list(task.meta["file"]))
-    plain = np.concatenate([two_pass.embed(wav).numpy() for _, wav, _ in datasets.ordered_loader(dataset, 8, 0)])
+    plain = np.concatenate([two_pass.embed(wav).numpy() for _, wav, _, _ in datasets.ordered_loader(dataset, 8, 0)])
     # the cached run uses the Conv+BN-folded, channels-last copy: equal up to float rounding
     np.testing.assert_allclose(X, plain, rtol=1e-4, atol=1e-4 * float(np.abs(plain).max()))
 
@@ -233,3 +233,22 @@ def test_autocast_embeddings_are_cached_apart_and_close_to_float32(task, byola51
     assert first != second and material["autocast"] == "bfloat16" and (second / "manifest.json").is_file()
     with pytest.raises(EvarError, match="autocast must be one of"):
         RunOptions(autocast="int8")
+
+
+def test_kept_clips_are_reused_only_under_the_same_crop_rule(tmp_path: Path) -> None:
+    """A clip the statistics pass kept at a random offset is not the test pass's clip (which starts at 0),
+    unless the clip is no longer than the unit (then every rule gives it)."""
+    long, short = np.linspace(-1, 1, 16000, dtype=np.float32), np.linspace(-1, 1, 3000, dtype=np.float32)
+    evar.audio.write_audio(tmp_path / "long.wav", long, 16000)
+    evar.audio.write_audio(tmp_path / "short.wav", short, 16000)
+    paths, keys = [tmp_path / "long.wav", tmp_path / "short.wav"], ["long.wav", "short.wav"]
+    store = datasets.AudioStore(tmp_path / "kept.f32", 4000)
+    stats_pass = datasets.ClipDataset(paths, 16000, 4000, np.ones(2, dtype=bool), keys=keys, store=store)
+    for index, wav, _, whole in (stats_pass[0], stats_pass[1]):
+        store.write(keys[index], wav.numpy(), random_crop=True, whole=whole)
+    assert store.holds("long.wav", True) and not store.holds("long.wav", False) and store.holds("short.wav", False)
+    test_pass = datasets.ClipDataset(paths, 16000, 4000, np.zeros(2, dtype=bool), keys=keys, store=store)
+    np.testing.assert_array_equal(test_pass[0][1].numpy(), evar.audio.load_audio(paths[0], 16000)[:4000])
+    assert not np.array_equal(stats_pass[0][1].numpy(), test_pass[0][1].numpy())
+    np.testing.assert_array_equal(test_pass[1][1].numpy(), stats_pass[1][1].numpy())
+    store.remove()

@@ -176,3 +176,29 @@ def test_a_sweep_refuses_autocast_it_could_not_tell_apart(tmp_path: Path) -> Non
     with pytest.raises(EvarError, match="evar sweep does not take --autocast yet"):
         run_sweep(make_grid(["melspec"], ["esc50"]), "local", RunOptions(autocast="bfloat16"), store=store)
     assert not (tmp_path / "sweeps").exists()  # refused before any record is written
+
+
+def test_encoders_of_one_rate_share_one_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three 16-kHz encoders (one measuring statistics) decode each clip once, and score as when run alone."""
+    import evar.embeddings.datasets as datasets
+    from encoder_checkpoints import write_checkpoint
+
+    prepare_esc50(tmp_path)
+    weights = {name: str(write_checkpoint(name, tmp_path / "weights")[0]) for name in ("byola", "cola")}
+    jobs = make_grid(["melspec", "byola", "cola"], ["esc50"], seeds=(42,), weights=weights, max_epochs=5)
+    decoded: list[str] = []
+    real_load = datasets.load_audio
+    monkeypatch.setattr(datasets, "load_audio", lambda path, rate: decoded.append(Path(path).name) or real_load(path, rate))
+    assert run_sweep(jobs).ok
+    n_files = len(evar.load_task("esc50"))
+    assert len(decoded) == n_files and len(set(decoded)) == n_files
+    assert not list((tmp_path / "embeddings" / "decoding").glob("*.f32"))  # the shared clips are removed
+    shared_rows = comparable(read_results())
+
+    monkeypatch.setenv("EVAR_EMBEDDINGS_DIR", str(tmp_path / "alone" / "embeddings"))
+    monkeypatch.setenv("EVAR_RESULTS_DIR", str(tmp_path / "alone" / "results"))
+    decoded.clear()
+    for job in jobs:  # one model per sweep: nothing shared
+        assert run_sweep([job]).ok
+    assert len(decoded) > 2 * n_files
+    assert comparable(read_results()) == shared_rows

@@ -39,7 +39,9 @@ import torch
 from tqdm import tqdm
 
 from evar.embeddings.content import content_signature, index_path_for
-from evar.embeddings.datasets import AudioStore, ClipDataset, auto_batch_size, cache_write_error, ordered_loader
+from evar.embeddings.datasets import (
+    AudioStore, ClipDataset, SharedDecoding, auto_batch_size, cache_write_error, ordered_loader, remove_stale_stores,
+)
 from evar.embeddings.inference import optimised_for_inference
 from evar.embeddings.stats import measure_stats
 from evar.encoders.base import Encoder
@@ -115,18 +117,6 @@ def _chunk_rows(chunk: int, n: int) -> range:
     return range(chunk * CHUNK_ROWS, min(n, (chunk + 1) * CHUNK_ROWS))
 
 
-def _clean_stale_stores(folder: Path) -> None:
-    """Remove audio stores left by killed runs (their pid no longer exists)."""
-    for path in folder.glob("stats-audio-*.f32"):
-        pid = int(path.stem.rsplit("-", 1)[1])
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            path.unlink(missing_ok=True)
-        except PermissionError:
-            pass
-
-
 def parse_shard(text: str) -> tuple[int, int]:
     """``"3/16"`` -> ``(3, 16)``: shard indices run from 0 to n-1."""
     try:
@@ -139,8 +129,10 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def embed_task(encoder: Encoder, task: Task, model_label: str, run: RunOptions = RunOptions(),
-               shard: tuple[int, int] | None = None, seed: int = 42, root: Path | None = None) -> np.ndarray | None:
-    """Embeddings ``(N, D)`` of every clip of ``task`` (memory-mapped), from the cache when present.
+               shard: tuple[int, int] | None = None, seed: int = 42, root: Path | None = None,
+               decoded: SharedDecoding | None = None) -> np.ndarray | None:
+    """Embeddings ``(N, D)`` of every clip of ``task`` (memory-mapped), from the cache when present; computed
+    ones read the clips from ``decoded`` where it shares the encoder's rate.
 
     Rows of clips skipped as unreadable (``on_error='skip'``) are NaN and listed in the manifest.
     With ``shard=(i, n)`` only that shard's chunks are computed; the return value is None until
@@ -155,7 +147,7 @@ def embed_task(encoder: Encoder, task: Task, model_label: str, run: RunOptions =
             # another run may have finished them while this one waited for the lock
             cached, manifest = _cached_embeddings(folder, task, encoder, run.on_error)
             if cached is None:
-                return _compute(encoder, task, folder, material, model_label, run, seed, shard)
+                return _compute(encoder, task, folder, material, model_label, run, seed, shard, decoded)
     _note_cached(folder / "manifest.json", manifest, encoder, unit_sec, run.autocast)
     return cached
 
@@ -219,7 +211,7 @@ def _compute_lock(folder: Path, shard: tuple[int, int] | None) -> Iterator[None]
 
 
 def _compute(encoder: Encoder, task: Task, folder: Path, material: dict, model_label: str, run: RunOptions, seed: int,
-             shard: tuple[int, int] | None) -> np.ndarray | None:
+             shard: tuple[int, int] | None, decoded: SharedDecoding | None = None) -> np.ndarray | None:
     """Compute the missing chunks (resuming an interrupted run) and assemble them when all exist."""
     unit_sec = task.spec.unit_sec
     manifest_path = folder / "manifest.json"
@@ -228,22 +220,22 @@ def _compute(encoder: Encoder, task: Task, folder: Path, material: dict, model_l
     parts_dir.mkdir(parents=True, exist_ok=True)
     if not manifest_path.is_file():
         _update_manifest(manifest_path, manifest)
-    _clean_stale_stores(folder)
+    remove_stale_stores(folder, "stats-audio-*.f32")
     n_rows = len(task)
     n_chunks = (n_rows + CHUNK_ROWS - 1) // CHUNK_ROWS
     mine = [c for c in range(n_chunks) if shard is None or c % shard[1] == shard[0]]
     todo = [c for c in mine if _load_checked(parts_dir / f"part-{c:05d}.npy", len(_chunk_rows(c, n_rows))) is None]
     unit_samples = int(round(unit_sec * encoder.sample_rate))
-    store = None
+    shared = decoded.store(encoder.sample_rate) if decoded is not None and todo else None
+    store = shared
     try:
         if encoder.needs_stats:
             if not manifest.get("stats"):
-                store = AudioStore(folder / f"stats-audio-{os.getpid()}.f32", unit_samples) if todo else None
+                if store is None and todo:
+                    store = AudioStore(folder / f"stats-audio-{os.getpid()}.f32", unit_samples)
                 with provenance.stage("statistics"):
                     manifest["stats"] = measure_stats(encoder, task, unit_sec, seed, run.num_workers, store=store)
                 _update_manifest(manifest_path, {"stats": manifest["stats"]})
-                if store is not None:
-                    store.close_for_reading()
             encoder.set_stats(*manifest["stats"])
         if provenance.current() is not None:
             provenance.note(embeddings={"cached": False}, cost=_cost(manifest_path, encoder, unit_sec, manifest),
@@ -261,7 +253,7 @@ def _compute(encoder: Encoder, task: Task, folder: Path, material: dict, model_l
             except OSError as exc:
                 raise cache_write_error(manifest_path, exc) from exc
     finally:
-        if store is not None:
+        if store is not None and store is not shared:
             store.remove()
     return _assemble_when_complete(folder, n_chunks, n_rows, shard)
 
@@ -316,7 +308,7 @@ def _embed_chunks(encoder: Encoder, task: Task, chunks: list[int], parts_dir: Pa
                     batch = next(batches, None)
                 if batch is None:
                     break
-                index, wav, errors = batch
+                index, wav, errors, _ = batch
                 with provenance.stage("embedding"):
                     emb = encoder.embed(wav).float().cpu().numpy()
                 provenance.note(clips=len(wav))

@@ -64,7 +64,7 @@ def embed_files(encoder: Encoder, paths: Sequence[str | Path], unit_sec: float |
     fast = optimised_for_inference(encoder)
     batches = ordered_loader(dataset, (run.batch_size or auto_batch_size(unit_sec)) if unit_samples else 1, run.num_workers)
     with torch.inference_mode():
-        for index, wav, batch_errors in tqdm(batches, unit="batch", desc=f"embed {len(paths)} files",
+        for index, wav, batch_errors, _ in tqdm(batches, unit="batch", desc=f"embed {len(paths)} files",
                                              disable=not run.progress):
             if unit_samples is None:
                 emb = _embed_one_long(fast, _padded_short(wav[0].numpy(), encoder.sample_rate, paths[int(index[0])]))

@@ -83,8 +83,8 @@ def measure_stats(encoder: Encoder, task: Task, unit_sec: float, seed: int = 42,
                   max_clips: int = STATS_MAX_CLIPS, batch_size: int = STATS_BATCH_SIZE,
                   store: AudioStore | None = None) -> tuple[float, float]:
     """EVAR's normalisation statistics: front-end output over shuffled, randomly cropped training
-    clips of the first round, whole batches until ``max_clips`` are seen. Each good clip is written to
-    ``store`` when given, for the embedding pass to reuse.
+    clips of the first round, whole batches until ``max_clips`` are seen. With ``store``, clips it holds (as
+    this pass crops them) are read from it and the others written to it, for the embedding pass to reuse.
 
     The batches are EVAR's (a shuffled DataLoader of ``batch_size`` with this seed); each is decoded and
     measured in pieces of ``STATS_PIECE`` clips, so a batch of 256 long clips is never in memory at once.
@@ -93,18 +93,18 @@ def measure_stats(encoder: Encoder, task: Task, unit_sec: float, seed: int = 42,
     all_paths = task.paths()
     keys = list(task.meta["file"].iloc[rows])
     dataset = ClipDataset([all_paths[i] for i in rows], encoder.sample_rate, int(unit_sec * encoder.sample_rate),
-                          np.ones(len(rows), dtype=bool), seed, on_error="skip", keys=keys)
+                          np.ones(len(rows), dtype=bool), seed, on_error="skip", keys=keys, store=store)
     batches = [b.tolist() for b in stats_batches(stats_order(encoder, task, seed), max_clips, batch_size)]
     pieces = [batch[i:i + STATS_PIECE] for batch in batches for i in range(0, len(batch), STATS_PIECE)]
     loader = iter(DataLoader(dataset, batch_sampler=pieces, num_workers=num_workers))
 
     def good_pieces(batch: list[int]) -> Iterator[torch.Tensor]:
         for _ in range(0, len(batch), STATS_PIECE):
-            index, wav, errors = next(loader)
+            index, wav, errors, whole = next(loader)
             good = [j for j, error in enumerate(errors) if not error]
             if store is not None:
                 for j in good:
-                    store.write(keys[int(index[j])], wav[j].numpy())
+                    store.write(keys[int(index[j])], wav[j].numpy(), random_crop=True, whole=bool(whole[j]))
             if good:
                 yield wav[good]
 

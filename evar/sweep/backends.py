@@ -11,13 +11,14 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from evar.embeddings.datasets import SharedDecoding
 from evar.errors import EvarError
 from evar.log import log
 from evar.options import RunOptions
 from evar.results.store import append_result, read_results
 from evar.sweep.jobs import HEARTBEAT_SEC, Job, JobStore, effective_state, now_iso
 from evar.sweep.steps import (
-    embed_step, finetune_step, job_provenance, linear_row, n_rounds, probe_step, worker_env,
+    embed_step, finetune_step, job_provenance, linear_row, n_rounds, probe_step, shared_decoding, worker_env,
 )
 
 
@@ -111,22 +112,38 @@ class LocalBackend:
                 recorder.finished(job, run_id=finetune_step(job.spec(), run, env))
             except Exception as exc:  # one failing job must not stop the others
                 recorder.failed_with(job, exc)
-        for group in _groups([j for j in jobs if j.protocol == "linear"]).values():
+        groups = _groups([j for j in jobs if j.protocol == "linear"]).values()
+        for task in dict.fromkeys(group[0].task for group in groups):
+            self._run_task([g for g in groups if g[0].task == task], recorder, run, env)
+
+    def _run_task(self, groups: list[list[Job]], recorder: Recorder, run: RunOptions, env: dict[str, str]) -> None:
+        """One task's linear jobs, an embedding step per model; models sharing a sample rate share the
+        decoding of the task's clips (:class:`SharedDecoding`)."""
+        decoded = shared_decoding([g[0] for g in groups], run)
+        try:
+            for group in groups:
+                self._run_group(group, recorder, run, env, decoded)
+        finally:
+            if decoded is not None:
+                decoded.close()
+
+    def _run_group(self, group: list[Job], recorder: Recorder, run: RunOptions, env: dict[str, str],
+                   decoded: SharedDecoding | None) -> None:
+        for job in group:
+            recorder.started(job)
+        try:
+            X, info = embed_step(group[0].spec(), run, env, decoded)
+        except Exception as exc:
             for job in group:
-                recorder.started(job)
+                recorder.failed_with(job, exc)
+            return
+        for job in group:
             try:
-                X, info = embed_step(group[0].spec(), run, env)
+                rounds, scores, confusion, seconds = probe_step(X, job.spec(), None, run, env, info)  # all, once
+                recorder.finished(job, linear_row(job, rounds, scores, info, run, [confusion]),
+                                  provenance=job_provenance(info, run, [seconds]))
             except Exception as exc:
-                for job in group:
-                    recorder.failed_with(job, exc)
-                continue
-            for job in group:
-                try:
-                    rounds, scores, confusion, seconds = probe_step(X, job.spec(), None, run, env, info)  # all, once
-                    recorder.finished(job, linear_row(job, rounds, scores, info, run, [confusion]),
-                                      provenance=job_provenance(info, run, [seconds]))
-                except Exception as exc:
-                    recorder.failed_with(job, exc)
+                recorder.failed_with(job, exc)
 
 
 def import_ray():

@@ -13,6 +13,7 @@ import numpy as np
 from evar.api import embed as api_embed
 from evar.api import fused_layers, linear_settings
 from evar.embeddings.cache import skipped_clips
+from evar.embeddings.datasets import SharedDecoding
 from evar.encoders import model_label
 from evar.errors import EvarError
 from evar.options import RunOptions
@@ -30,8 +31,10 @@ def worker_env() -> dict[str, str]:
             "EVAR_EMBEDDINGS_DIR": str(embeddings_dir().resolve()), "EVAR_RESULTS_DIR": str(results_dir().resolve())}
 
 
-def embed_step(job_spec: dict, run: RunOptions, env: dict[str, str]) -> tuple[np.ndarray, dict]:
-    """Embeddings of a job's task (from the cache when present) and what its row records of the encoder."""
+def embed_step(job_spec: dict, run: RunOptions, env: dict[str, str], decoded: SharedDecoding | None = None
+               ) -> tuple[np.ndarray, dict]:
+    """Embeddings of a job's task (from the cache when present; computed from ``decoded``'s clips where it
+    shares the encoder's rate) and what its row records of the encoder."""
     from evar.tasks.sed import is_event_task
 
     os.environ.update(env)
@@ -43,13 +46,37 @@ def embed_step(job_spec: dict, run: RunOptions, env: dict[str, str]) -> tuple[np
     with provenance.run_clock(run.device, run.dtype) as clock:
         encoder = model.build(run.device)
         layers = fused_layers(model, encoder)
-        X = api_embed(model, job.task, run=run, encoder=encoder)
+        X = api_embed(model, job.task, run=run, encoder=encoder, decoded=decoded)
     skipped = skipped_clips(load_task(job.task), encoder, model_label(job.model, layers), run.dtype,
                             autocast=run.autocast)
     info = {"layers": [str(l) for l in layers], "config": encoder.config(), "weights_sha256": encoder.weights_sha256,
             "skipped": skipped, "evar_init_words": getattr(encoder, "evar_init_words", None),
             "needs_stats": encoder.needs_stats, "provenance": clock.summary()}
     return np.asarray(X), json.loads(json.dumps(info, default=str))
+
+
+def shared_decoding(jobs: list[Job], run: RunOptions) -> SharedDecoding | None:
+    """The decoding that jobs of one task (one per model) share: at each sample rate two or more of their
+    encoders declare; None when no rate is shared or the task is not prepared (its jobs then fail, saying so)."""
+    from collections import Counter
+
+    from evar.encoders import get_encoder_spec
+
+    rates = Counter()
+    for job in jobs:
+        try:
+            rates[get_encoder_spec(job.model).sample_rate] += 1
+        except EvarError:
+            continue  # an unknown model: its own job says so
+    shared = [rate for rate, count in rates.items() if rate and count > 1]
+    if not shared:
+        return None
+    try:
+        task = load_task(jobs[0].task)
+    except EvarError:
+        return None
+    return SharedDecoding(task, embeddings_dir() / "decoding", shared, num_workers=run.num_workers,
+                          progress=run.progress)
 
 
 def probe_step(X: np.ndarray, job_spec: dict, round_index: int | None, run: RunOptions, env: dict[str, str],
