@@ -2,7 +2,8 @@
 
     python benchmarks/protocols.py [--dims 512,2048]
 
-Embeddings are Gaussian class blobs (speed does not depend on their values); each protocol runs through
+Embeddings are Gaussian class blobs, overlapping and far off the origin as real embeddings are (the logistic
+regression's iterations depend on that; few-shot accuracy about 0.78 at 512-d); each protocol runs through
 ``score_rounds`` as ``evar probe --protocol`` does after the cache. Target (issue 19): under 2 s each.
 The first torch optimiser of a process imports ``torch._dynamo`` (about 1.6 s, once, for the linear probe's Adam
 too); it is timed on its own line, before the protocols.
@@ -28,7 +29,8 @@ def esc50_like(dim: int, seed: int = 0) -> tuple[Task, np.ndarray]:
     rng = np.random.default_rng(seed)
     n, classes = 2000, 50
     y = np.arange(n) % classes
-    X = (rng.normal(size=(classes, dim))[y] + rng.normal(size=(n, dim))).astype(np.float32)
+    X = (0.25 * rng.normal(size=(classes, dim))[y] + rng.normal(size=(n, dim)) + 3 * rng.normal(size=dim))
+    X = X.astype(np.float32)
     meta = pd.DataFrame({"file": [f"{i}.wav" for i in range(n)], "label": [f"c{c}" for c in y],
                          "fold": rng.permutation(n) % 5 + 1})
     return Task(TaskSpec("esc50_like", 5.0, classes, folds=5), Path("."), meta), X
