@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from evar.metrics.classification import mean_average_precision
-from evar.protocols.linear import LinearProbe
+from evar.protocols.linear import AutogradStep, LinearProbe, SoftmaxLinearStep, cpu_threads
 from evar.protocols.splits import EVAR_HOLDOUT, HoldoutRule, holdout, holdout_rows
 
 
@@ -72,3 +73,26 @@ def test_multilabel_probe() -> None:
     X = (Y @ rng.normal(size=(3, 10)) + 0.1 * rng.normal(size=(300, 10))).astype(np.float32)
     probe = LinearProbe(multilabel=True, lr=1e-2, max_epochs=50).fit(X[:200], Y[:200])
     assert probe.score(X[200:], Y[200:]) > 0.9
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_written_out_linear_step_is_autograd_and_adam_bit_for_bit(threads: int) -> None:
+    """The linear probe's single-label step (gradient written out, functional Adam) gives the same bits as
+    autograd with torch.optim.Adam: weights, bias and losses after 40 minibatches, the last one short."""
+    generator = torch.Generator().manual_seed(0)
+    X = torch.randn(530, 64, generator=generator) * 3 + 1
+    y = torch.randint(0, 7, (530,), generator=generator)
+    heads = [torch.nn.Linear(64, 7), torch.nn.Linear(64, 7)]
+    heads[1].load_state_dict(heads[0].state_dict())
+    initial = heads[0].weight.detach().clone()
+    probe = LinearProbe()
+    steps = [AutogradStep(heads[0], probe._loss, 3e-4, 1e-8), SoftmaxLinearStep(heads[1], 3e-4, 1e-8)]
+    with cpu_threads(threads, "cpu"):
+        for epoch in range(4):
+            order = torch.randperm(530, generator=generator)
+            for start in range(0, 530, 50):
+                idx = order[start:start + 50]
+                losses = [step(X[idx], y[idx]) for step in steps]
+                assert torch.equal(losses[0], losses[1])
+    assert torch.equal(heads[0].weight, heads[1].weight) and torch.equal(heads[0].bias, heads[1].bias)
+    assert not torch.equal(heads[0].weight, initial)  # it trained

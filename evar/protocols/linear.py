@@ -11,6 +11,7 @@ from typing import Iterator
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.adam import adam
 
 from evar.errors import EvarError
 from evar.metrics.classification import mean_average_precision
@@ -124,6 +125,52 @@ def classifier_head(dim: int, n_classes: int, hidden: tuple[int, ...], dropout: 
     return layers[0] if len(layers) == 1 else nn.Sequential(*layers)
 
 
+#: EVAR's Adam (TorchMLPClassifier2): betas and eps
+ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
+
+
+class AutogradStep:
+    """One Adam step of any head on a minibatch, through autograd and ``torch.optim.Adam``; returns the loss."""
+
+    def __init__(self, model: nn.Module, loss, lr: float, weight_decay: float) -> None:
+        self.model, self.loss = model, loss
+        self.optimiser = torch.optim.Adam(model.parameters(), lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS,
+                                          weight_decay=weight_decay)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = self.loss(self.model(x), y)
+        self.optimiser.zero_grad()
+        loss.backward()
+        self.optimiser.step()
+        return loss.detach()
+
+
+class SoftmaxLinearStep:
+    """The same step for a linear head under the single-label loss (``-(onehot * log_softmax).mean()``), with
+    the gradient written out and torch's functional Adam: autograd's and ``torch.optim.Adam``'s arithmetic, bit
+    for bit (tests/test_linear.py), without building a graph or the optimiser's wrapper; about 1.3-1.5x faster
+    on the probe's minibatches of 200 rows."""
+
+    def __init__(self, linear: nn.Linear, lr: float, weight_decay: float) -> None:
+        self.params = [linear.weight.detach(), linear.bias.detach()]  # updated in place: the model sees them
+        self.exp_avgs = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sqs = [torch.zeros_like(p) for p in self.params]
+        self.steps = [torch.tensor(0.0) for _ in self.params]  # as torch.optim.Adam keeps them
+        self.lr, self.weight_decay = lr, weight_decay
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        weight, bias = self.params
+        with torch.no_grad():
+            log_p = torch.log_softmax(nn.functional.linear(x, weight, bias), dim=1)
+            one_hot = nn.functional.one_hot(y, log_p.shape[1]).to(log_p.dtype)
+            loss = -(one_hot * log_p).mean()
+            grad = torch._log_softmax_backward_data(one_hot * -(1.0 / one_hot.numel()), log_p, 1, log_p.dtype)
+            adam(self.params, [grad.t().mm(x), grad.sum(0)], self.exp_avgs, self.exp_avg_sqs, [], self.steps,
+                 foreach=False, amsgrad=False, beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1], lr=self.lr,
+                 weight_decay=self.weight_decay, eps=ADAM_EPS, maximize=False)
+        return loss
+
+
 class LinearProbe:
     """scikit-learn-style linear probe with EVAR's settings (TorchMLPClassifier2; ``hidden`` sizes make it EVAR's
     MLP, whose hidden layers end in ReLU and Dropout(``dropout``); ``weighted_layers`` L > 0 reads each row as L
@@ -223,8 +270,10 @@ class LinearProbe:
         if self.weighted_layers:  # no random draw: EVAR's stream is untouched
             self.model_ = nn.Sequential(LayerWeights(self.weighted_layers), self.model_)
         self.model_ = self.model_.to(dev)
-        optimiser = torch.optim.Adam(self.model_.parameters(), lr=self.lr, betas=(0.9, 0.999), eps=1e-8,
-                                     weight_decay=self.weight_decay)
+        if isinstance(self.model_, nn.Linear) and not self.multilabel:
+            step = SoftmaxLinearStep(self.model_, self.lr, self.weight_decay)
+        else:
+            step = AutogradStep(self.model_, self._loss, self.lr, self.weight_decay)
         self.batch_ = min(self.batch_size, n_before_holdout if stream is not None else len(Xt))
         best, best_state, since_best = -np.inf, None, 0
         self.history_: list[dict[str, float]] = []
@@ -241,11 +290,7 @@ class LinearProbe:
             total = 0.0
             for start in range(0, len(Xt), self.batch_):
                 idx = order[start:start + self.batch_]
-                loss = self._loss(self.model_(Xt[idx]), yt[idx])
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
-                total += float(loss.detach()) * len(idx)
+                total += float(step(Xt[idx], yt[idx])) * len(idx)
             if stream is not None:
                 loader_iteration(stream.torch)  # the validation loader's iteration
             valid_score = self._score(self._logits(Xv, self.batch_ if stream is not None else len(Xv)), yv)
