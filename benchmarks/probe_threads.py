@@ -1,7 +1,7 @@
 """How many CPU threads the linear probe should use: one fit timed with 1 and with all threads, on a quiet
 machine and beside a process that keeps one core busy (a sweep, a laptop doing anything else), and the count
 ``LinearProbe`` chooses there (``evar.protocols.linear.ThreadChooser``: one thread for small problems, else the faster
-of its first two epochs), with its time per epoch over a whole fit.
+of an epoch on all cores and one on one thread, after a warm-up epoch), with its time per epoch over a whole fit.
 
     python benchmarks/probe_threads.py     # prints a table; exits 1 when the fit is >15% slower than the best
 

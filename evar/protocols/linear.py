@@ -37,9 +37,10 @@ SMALL_PROBE = 2_000_000
 
 class ThreadChooser:
     """Threads for the epochs of one linear fit, as measured fastest: small problems take one thread; larger
-    ones time their first epoch on all cores and their second on one, then keep the faster (on a quiet machine
-    all cores win, beside a busy process one does; benchmarks/probe_threads.py). The thread count does not
-    change the arithmetic of these small matrix products."""
+    ones warm up for an epoch on one thread (the first calls of a fit cost more), time the next epoch on all
+    cores and the one after on one, then keep the faster (on a quiet machine all cores win, beside a busy process one does;
+    benchmarks/probe_threads.py). The thread count does not change the arithmetic of these small matrix
+    products."""
 
     def __init__(self, rows: int, dim: int) -> None:
         self.cores = torch.get_num_threads()
@@ -49,12 +50,12 @@ class ThreadChooser:
     def threads(self, epoch: int) -> int:
         if self.small:
             return 1
-        if epoch < 2:
-            return self.cores if epoch == 0 else 1
+        if epoch < 3:
+            return self.cores if epoch == 1 else 1
         return min(self.seconds, key=self.seconds.get)
 
     def record(self, epoch: int, seconds: float) -> None:
-        if epoch < 2:
+        if 1 <= epoch < 3:
             self.seconds[self.threads(epoch)] = seconds
 
 
