@@ -11,7 +11,7 @@ Workloads (generated in the dataset's real layout, kept under --work-dir between
 Every measured command runs as `evar probe --task T --model M` in a fresh interpreter (this process never
 imports torch: ``ru_maxrss`` is inherited through fork + exec). Wall time includes interpreter start-up;
 peak RSS is the largest of the command's own process and its DataLoader workers; decoded clips are
-counted by wrapping ``soundfile.read`` in that interpreter (workers included). Throughput is clips over
+counted by wrapping ``soundfile.SoundFile.read`` in that interpreter (workers included). Throughput is clips over
 the time spent in ``evar.embeddings.cache.embed_task`` (statistics pass included when the encoder has one).
 The compute limit for BYOL-A is 125 clips/s of 4-s audio on this 2-core machine (0.67 GFLOP per clip at
 85 GFLOP/s for a 3x3 convolution). Exits 1 when a target of the nsynth workload is missed.
@@ -40,14 +40,14 @@ def _child_probe(argv: list[str], counter: str) -> None:
 
     import soundfile
 
-    read = soundfile.read
+    read = soundfile.SoundFile.read  # evar.audio.load_audio reads each file with one call
 
-    def counted_read(*args, **kwargs):
+    def counted_read(self, *args, **kwargs):
         with open(counter, "ab") as f:  # O_APPEND: one byte per decoded file, from every worker process
             f.write(b".")
-        return read(*args, **kwargs)
+        return read(self, *args, **kwargs)
 
-    soundfile.read = counted_read
+    soundfile.SoundFile.read = counted_read
     import evar.api
     import evar.cli
 
