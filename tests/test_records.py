@@ -123,3 +123,21 @@ def test_a_sweep_job_records_its_embedding_and_probe_time(tmp_path: Path, evar_d
     assert {"embedding", "probe"} <= set(run["stages_sec"]) and run["clips_embedded"] == 15
     assert run["wall_sec"] >= sum(run["stages_sec"].values()) - 1e-3 and run["cost"]["params"] == 0
     assert main(["results", "validate"]) == 0
+
+
+def test_a_run_from_the_cache_does_not_import_transformers() -> None:
+    """Building a log-mel encoder (its filter bank waits for the first forward) and recording a run leave
+    transformers unimported (about 0.6 s of every warm probe); the first forward imports it for the bank."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\n"
+            "from evar.options import ModelChoice\n"
+            "from evar.results.records import environment\n"
+            "encoder = ModelChoice('melspec').build('cpu')\n"
+            "assert environment()['transformers']\n"
+            "before = 'transformers' in sys.modules\n"
+            "encoder.embed(torch.zeros(1, 16000))\n"
+            "print(before, 'transformers' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True"]

@@ -31,9 +31,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.audio_utils import mel_filter_bank
 
 from evar.errors import EvarError
+from evar.frontends.logmel import mel_filter_bank
 from evar.encoders.numpy_checkpoint import load_state_dict_with_numpy
 from evar.encoders.weights import WeightFile, load_weights, resolve_weights
 from evar.encoders import register_encoder

@@ -29,9 +29,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.audio_utils import mel_filter_bank
 
 from evar.errors import EvarError
+from evar.frontends.logmel import mel_filter_bank
 from evar.encoders.weights import load_state_dict
 from evar.io import file_sha256
 from evar.encoders import register_encoder

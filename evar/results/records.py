@@ -57,15 +57,17 @@ def records_dir(directory: str | Path | None = None) -> Path:
 
 
 def environment() -> dict[str, Any]:
-    """Versions of what computed the run, and evar's git commit when it runs from a checkout."""
+    """Versions of what computed the run, and evar's git commit when it runs from a checkout (transformers' from
+    its package metadata: importing it takes about 0.6 s, which a run that does not use it should not pay)."""
+    from importlib.metadata import version
+
     import numpy
     import torch
-    import transformers
 
     from evar import __version__
 
     return {"evar": __version__, "git_commit": _git_commit(), "python": sys.version.split()[0],
-            "platform": platform.platform(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "platform": platform.platform(), "torch": torch.__version__, "transformers": version("transformers"),
             "numpy": numpy.__version__}
 
 
