@@ -1,7 +1,7 @@
 """How many CPU threads the linear probe should use: one fit timed with 1 and with all threads, on a quiet
 machine and beside a process that keeps one core busy (a sweep, a laptop doing anything else), and the count
-``LinearProbe`` chooses there (``evar.protocols.linear.ThreadChooser``: one thread for small problems, else the faster
-of an epoch on all cores and one on one thread, after a warm-up epoch), with its time per epoch over a whole fit.
+``LinearProbe`` chooses there (``evar.protocols.linear.ThreadChooser``: one thread below 10 M rows x dims x classes,
+else the faster of an epoch on all cores and one on one thread, after a warm-up epoch), with its time per epoch over a whole fit.
 
     python benchmarks/probe_threads.py     # prints a table; exits 1 when the fit is >15% slower than the best
 
@@ -21,7 +21,7 @@ import torch
 
 from evar.protocols.linear import LinearProbe, ProbeStream, cpu_threads
 
-SHAPES = ((1716, 512, 3), (1600, 8192, 50), (20000, 2048, 35))  # NSynth-like, a fusion on ESC-50, SPCV2-like
+SHAPES = ((1716, 512, 3), (1440, 512, 50), (1600, 8192, 50), (20000, 2048, 35))  # NSynth-like, ESC-50, a fusion on ESC-50, SPCV2-like
 
 
 def time_fit(n: int, d: int, c: int, threads: int | None, epochs: int) -> float:

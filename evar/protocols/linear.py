@@ -31,20 +31,21 @@ def seed_everything(seed: int) -> None:
 #: learning rates of the MLP grid (with one or two hidden layers)
 MLP_GRID_LRS = (1e-3, 3e-4, 1e-4)
 
-#: rows x dimension below which a fit uses one thread (thread start-up costs more than it saves)
-SMALL_PROBE = 2_000_000
+#: rows x dimension x classes below which a fit keeps one thread: all cores gain little there, and beside a busy
+#: process even one timed epoch on all cores costs more than the fit (benchmarks/probe_threads.py)
+SMALL_PROBE = 10_000_000
 
 
 class ThreadChooser:
-    """Threads for the epochs of one linear fit, as measured fastest: small problems take one thread; larger
-    ones warm up for an epoch on one thread (the first calls of a fit cost more), time the next epoch on all
-    cores and the one after on one, then keep the faster (on a quiet machine all cores win, beside a busy process one does;
+    """Threads for the epochs of one linear fit: small problems keep one thread; larger ones, as measured
+    fastest: a warm-up epoch on one thread (the first calls of a fit cost more), then one epoch on all cores and
+    one on one thread, and the faster is kept (on a quiet machine all cores win, beside a busy process one does;
     benchmarks/probe_threads.py). The thread count does not change the arithmetic of these small matrix
     products."""
 
-    def __init__(self, rows: int, dim: int) -> None:
+    def __init__(self, rows: int, dim: int, classes: int) -> None:
         self.cores = torch.get_num_threads()
-        self.small = rows * dim < SMALL_PROBE or self.cores == 1
+        self.small = rows * dim * classes < SMALL_PROBE or self.cores == 1
         self.seconds: dict[int, float] = {}
 
     def threads(self, epoch: int) -> int:
@@ -278,7 +279,7 @@ class LinearProbe:
         self.batch_ = min(self.batch_size, n_before_holdout if stream is not None else len(Xt))
         best, best_state, since_best = -np.inf, None, 0
         self.history_: list[dict[str, float]] = []
-        chooser = ThreadChooser(len(Xt), Xt.shape[1])
+        chooser = ThreadChooser(len(Xt), Xt.shape[1], self.n_classes_)
         for epoch in range(self.max_epochs):
             if dev.type == "cpu":
                 torch.set_num_threads(chooser.threads(epoch))
