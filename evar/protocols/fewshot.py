@@ -45,11 +45,11 @@ def fit_logistic(X: torch.Tensor, y: torch.Tensor, n_classes: int, c: float, mas
         Z, to_weights = row_coordinates(X, mask)
     design = torch.cat([Z, real.double()], dim=2)
     targets = torch.nn.functional.one_hot(y, n_classes).to(X.dtype) * real
-    # the shift moves the intercepts' gradient into the weights' by up to the largest mean coordinate
-    threshold = tol * float(counts.min()) / (1 + float(mean.abs().max()))
+    threshold = tol * float(counts.min())  # on the summed objective
     weights = torch.zeros(batch, Z.shape[2] + 1, n_classes)
     for _ in range(4):  # a miss tightens the solver's threshold
         weights = _minimise(design, targets.double(), mask.double(), c, weights, max_iter, threshold)
+        weights = _newton_intercepts(design, targets.double(), mask.double(), weights.double())
         W, intercept = weights[:, :-1], weights[:, -1:].to(X.dtype)
         if to_weights is None:
             W = W.to(X.dtype)
@@ -72,6 +72,21 @@ def summed_gradient(X: torch.Tensor, targets: torch.Tensor, real: torch.Tensor, 
     W, intercept = solved[:, :-1], solved[:, -1:]
     residual = (torch.softmax(X @ W + intercept, dim=2) - targets) * real
     return torch.cat([X.transpose(1, 2) @ residual + W / c, residual.sum(1, keepdim=True)], dim=1)
+
+
+def _newton_intercepts(design: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor,
+                       steps: int = 2) -> torch.Tensor:
+    """Newton steps on the intercepts alone, from the solver's weights: on centred rows the intercepts' gradient
+    moves into the original features' weights' gradient times the mean (``Xᵀ r = (X - mean)ᵀ r + meanᵀ Σ r``),
+    so it is brought near zero here (exact Hessian ``Σ diag(p) - p pᵀ`` per problem, made regular along the
+    ones, the direction the softmax ignores) instead of solving every weight that much tighter."""
+    weights = weights.clone()
+    n_classes = weights.shape[2]
+    for _ in range(steps):
+        p = torch.softmax(design @ weights, dim=2) * mask.unsqueeze(2)
+        hessian = torch.diag_embed(p.sum(1)) - p.transpose(1, 2) @ p + 1 / n_classes
+        weights[:, -1] -= torch.linalg.solve(hessian, (p - targets).sum(1))
+    return weights
 
 
 def _minimise(design: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, c: float, start: torch.Tensor,
