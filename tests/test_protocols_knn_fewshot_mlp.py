@@ -174,9 +174,9 @@ def test_row_coordinates_span_the_rows(repeated: bool) -> None:
     mask[1, 8:], X[1, 8:] = 0, 0  # padding rows
     if repeated:
         X[0, 3] = X[0, 1]
-    Z, to_weights = row_coordinates(X, mask)
     real = mask[:, :, None].double()
     mean = (X * real).sum(1, keepdim=True) / real.sum(1, keepdim=True)
+    Z, to_weights = row_coordinates(X, mask, mean)
     augmented = torch.cat([(X - mean) * real, real], dim=2)
     torch.testing.assert_close((Z @ Z.transpose(1, 2)) * real * real.transpose(1, 2), augmented @ augmented.transpose(1, 2))
     V = torch.randn(2, 10, 4, dtype=torch.float64) * real

@@ -13,7 +13,6 @@ from torch import nn
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 
 
-
 def mel_filter_bank(**kwargs) -> np.ndarray:
     """transformers' ``audio_utils.mel_filter_bank``, imported on first use (importing transformers takes about
     0.6 s, which finding the encoders or a run from the embedding cache does not need)."""

@@ -42,14 +42,15 @@ def fit_logistic(X: torch.Tensor, y: torch.Tensor, n_classes: int, c: float, mas
     if dim < rows:
         Z, to_weights = ((X - mean) * real).double(), None
     else:
-        Z, to_weights = row_coordinates(X, mask)
+        Z, to_weights = row_coordinates(X, mask, mean)
     design = torch.cat([Z, real.double()], dim=2)
     targets = torch.nn.functional.one_hot(y, n_classes).to(X.dtype) * real
+    targets64, mask64 = targets.double(), mask.double()
     threshold = tol * float(counts.min())  # on the summed objective
     weights = torch.zeros(batch, Z.shape[2] + 1, n_classes)
     for _ in range(4):  # a miss tightens the solver's threshold
-        weights = _minimise(design, targets.double(), mask.double(), c, weights, max_iter, threshold)
-        weights = _newton_intercepts(design, targets.double(), mask.double(), weights.double())
+        weights = _minimise(design, targets64, mask64, c, weights, max_iter, threshold)
+        weights = _newton_intercepts(design, targets64, mask64, weights.double())
         W, intercept = weights[:, :-1], weights[:, -1:].to(X.dtype)
         if to_weights is None:
             W = W.to(X.dtype)
@@ -67,7 +68,7 @@ def fit_logistic(X: torch.Tensor, y: torch.Tensor, n_classes: int, c: float, mas
 
 
 def summed_gradient(X: torch.Tensor, targets: torch.Tensor, real: torch.Tensor, solved: torch.Tensor,
-                  c: float) -> torch.Tensor:
+                    c: float) -> torch.Tensor:
     """The gradient of the summed objective at weights ``solved`` (intercepts last), in the original features."""
     W, intercept = solved[:, :-1], solved[:, -1:]
     residual = (torch.softmax(X @ W + intercept, dim=2) - targets) * real
@@ -102,9 +103,9 @@ def _minimise(design: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, c
     return weights
 
 
-def row_coordinates(X: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, Callable]:
+def row_coordinates(X: torch.Tensor, mask: torch.Tensor, mean: torch.Tensor) -> tuple[torch.Tensor, Callable]:
     """Coordinates ``Z (batch, n, n)``, in float64, of the rows of ``[X - mean, 1]`` (centred on the real rows'
-    mean, a unit column appended so that the Gram matrix stays regular) in an orthonormal basis of their span,
+    ``mean (batch, 1, dim)``, a unit column appended so that the Gram matrix stays regular) in an orthonormal basis of their span,
     and the map from weights ``V`` in that basis to the centred rows' weights ``(batch, dim, k)`` (in ``X``'s
     dtype) and the unit column's ``(batch, 1, k)``. From the Cholesky factor of the Gram matrix ``L Lᵀ``
     (centred from ``X Xᵀ``, so no centred copy of ``X`` is made): ``Z = L``, basis ``[X - mean, 1]ᵀ L⁻ᵀ``; where a
@@ -121,7 +122,6 @@ def row_coordinates(X: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, 
     L, info = torch.linalg.cholesky_ex(gram)
     pivots = torch.diagonal(L, dim1=1, dim2=2) ** 2
     scale = torch.diagonal(gram, dim1=1, dim2=2).amax(1, keepdim=True)
-    mean = (X * m.to(X.dtype)).sum(1, keepdim=True) / counts.to(X.dtype)
     if bool((info == 0).all()) and bool((pivots > 1e-10 * scale).all()):
         def to_weights(V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             U = (torch.linalg.solve_triangular(L.transpose(1, 2), V, upper=True) * m).to(X.dtype)
